@@ -1,0 +1,3 @@
+from synthface.cli.main import main
+
+main()

@@ -1,0 +1,107 @@
+"""Config loading: YAML files validated by typed pydantic models.
+
+Every section model derives from :class:`StrictModel` (unknown keys are
+errors). :func:`load_config` reads a YAML file, applies ``--set a.b=value``
+overrides, validates, and raises :class:`ConfigError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from synthface.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys and wrong types are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a", "b", "c"], value); the value is YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set has an empty key in {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``a.b=value`` override applied."""
+    data = json.loads(json.dumps(data))  # deep copy of plain YAML data
+    for text in overrides or []:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {'.'.join(path)}: '{where}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = err.get("input")
+        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source}: '{key}': {msg}{shown}")
+    return "\n".join(lines)
+
+
+def validate(model_cls: type[M], data: dict[str, Any], source: str = "config") -> M:
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(model_cls: type[M], path: str | Path | None = None, overrides: list[str] | None = None) -> M:
+    """Load ``path`` (optional), apply ``overrides``, validate into ``model_cls``."""
+    data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, overrides)
+    return validate(model_cls, data, source=str(path) if path is not None else "config")
+
+
+def config_hash(model: BaseModel) -> str:
+    """A stable hash of a validated config (sorted JSON), for run identity checks."""
+    text = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,40 @@
+"""Shared test fixtures.
+
+`assets` points at ../shared/assets (real models, faces, .bin files). Tests
+that need it skip with a clear reason when it is absent, as on a user's clone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ASSETS_DIR = Path(os.environ.get("SYNTHFACE_ASSETS", REPO_ROOT.parent / "shared" / "assets"))
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    if not (ASSETS_DIR / "README.md").is_file():
+        pytest.skip(f"shared test assets not found at {ASSETS_DIR} (set SYNTHFACE_ASSETS)")
+    return ASSETS_DIR
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m synthface ARGS` as a user would; returns the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "synthface", *map(str, args)],
+        cwd=cwd or REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
