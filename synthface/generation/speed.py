@@ -1,18 +1,263 @@
-"""GPU speed switches for the generator (filled in by the throughput issue).
+"""GPU speed switches for the generator: the ``generation.perf`` config section.
 
-``PerfConfig`` is the ``generation.perf`` config section; the generator calls
-:func:`optimize_modules` once after loading its models.
+The generator calls :func:`optimize_modules` once, after it has loaded its
+models, moved them to the device and cast them to their dtype (and after any
+LoRA has been fused: fused QKV projections copy the attention weights).
+
+Every switch here keeps the output the same up to float rounding; switches
+that change what is sampled (fewer steps, guidance truncation, LCM) belong to
+the generation config proper. A switch set to ``"auto"`` is ON on CUDA and OFF
+elsewhere, so the generator runs with the best known settings on a GPU and
+plainly on a CPU (where tests want fp32 eager code). What each switch trades
+is written up in docs/throughput.md; the numbers come from
+``synthface bench generate``.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
 from synthface.config import StrictModel
+
+log = logging.getLogger(__name__)
+
+Auto = Literal["auto"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+# Modes in which inductor captures CUDA graphs (on CUDA devices only).
+CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
+DEFAULT_COMPILE_CACHE = "~/.cache/synthface/torch-compile"
 
 
 class PerfConfig(StrictModel):
     """Speed switches that do not change the output (beyond float rounding)."""
 
+    channels_last: bool | Auto = Field("auto", description="NHWC memory format for UNet and VAE convolutions.")
+    fuse_qkv: bool | Auto = Field(
+        "auto", description="One matmul for q/k/v (self-attention) and k/v (cross-attention): diffusers fuse_qkv_projections."
+    )
+    attention: Literal["sdpa", "classic"] = Field(
+        "sdpa", description="sdpa: torch scaled_dot_product_attention (flash/mem-efficient kernels); classic: explicit softmax(QK^T)V."
+    )
+    compile: bool | Auto = Field("auto", description="torch.compile the UNet (inductor).")
+    compile_vae: bool = Field(False, description="Also torch.compile the VAE decoder (more compile time, ~6% of the FLOPs).")
+    compile_mode: CompileMode = Field(
+        "max-autotune",
+        description="torch.compile mode; 'reduce-overhead' and 'max-autotune' capture CUDA graphs on CUDA.",
+    )
+    compile_fullgraph: bool = Field(True, description="Fail loudly on graph breaks instead of silently running eager pieces.")
+    compile_backend: str = Field("inductor", min_length=1, description="torch.compile backend ('eager'/'aot_eager' only for debugging).")
+    compile_cache_dir: str | None = Field(
+        DEFAULT_COMPILE_CACHE,
+        description="Where inductor keeps its FX-graph/autotune/triton caches, so compile time is paid once per machine; null = torch's default.",
+    )
+    inductor_tuning: bool = Field(
+        False,
+        description="diffusers' recommended inductor flags (conv 1x1 as matmul, coordinate-descent tuning): longer compile, sometimes faster.",
+    )
+    cudnn_benchmark: bool | Auto = Field("auto", description="Let cuDNN time its convolution algorithms for the fixed shapes.")
+    tf32: bool | Auto = Field("auto", description="TF32 tensor cores for any fp32 matmul/conv (the fp16/bf16 path has none).")
+    vae_slicing: bool = Field(False, description="Decode one image at a time (saves memory, costs speed).")
+    vae_tiling: bool = Field(False, description="Decode in overlapping tiles (for huge images only; changes seams).")
 
-def optimize_modules(unet, vae, text_encoder, cfg: PerfConfig, device) -> None:
-    """Apply the switches in ``cfg`` to the loaded modules, in place."""
-    return None
+
+@dataclass(frozen=True)
+class ResolvedPerf:
+    """:class:`PerfConfig` with every ``"auto"`` decided for one device."""
+
+    device_type: str
+    channels_last: bool
+    fuse_qkv: bool
+    attention: str
+    compile: bool
+    compile_vae: bool
+    compile_mode: str
+    compile_fullgraph: bool
+    compile_backend: str
+    compile_cache_dir: str | None
+    cuda_graphs: bool
+    inductor_tuning: bool
+    cudnn_benchmark: bool
+    tf32: bool
+    vae_slicing: bool
+    vae_tiling: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _device_type(device: Any) -> str:
+    if device is None:
+        return "cpu"
+    if isinstance(device, str):
+        return device.split(":", 1)[0]
+    return getattr(device, "type", str(device))
+
+
+def resolve(cfg: PerfConfig, device: Any) -> ResolvedPerf:
+    """Decide every ``"auto"`` switch for ``device``: ON on CUDA, OFF elsewhere."""
+    dev = _device_type(device)
+    on_cuda = dev == "cuda"
+
+    def pick(value: bool | str) -> bool:
+        return on_cuda if value == "auto" else bool(value)
+
+    compile_unet = pick(cfg.compile)
+    compile_vae = bool(cfg.compile_vae)
+    any_compile = compile_unet or compile_vae
+    return ResolvedPerf(
+        device_type=dev,
+        channels_last=pick(cfg.channels_last),
+        fuse_qkv=pick(cfg.fuse_qkv),
+        attention=cfg.attention,
+        compile=compile_unet,
+        compile_vae=compile_vae,
+        compile_mode=cfg.compile_mode,
+        compile_fullgraph=cfg.compile_fullgraph,
+        compile_backend=cfg.compile_backend,
+        compile_cache_dir=cfg.compile_cache_dir if any_compile else None,
+        cuda_graphs=any_compile and on_cuda and cfg.compile_backend == "inductor" and cfg.compile_mode in CUDA_GRAPH_MODES,
+        inductor_tuning=any_compile and cfg.compile_backend == "inductor" and cfg.inductor_tuning,
+        cudnn_benchmark=on_cuda and pick(cfg.cudnn_benchmark),
+        tf32=on_cuda and pick(cfg.tf32),
+        vae_slicing=cfg.vae_slicing,
+        vae_tiling=cfg.vae_tiling,
+    )
+
+
+def optimize_modules(unet, vae, text_encoder, cfg: PerfConfig, device) -> ResolvedPerf:
+    """Apply the switches in ``cfg`` to the loaded modules, in place.
+
+    Call once, after the modules are on ``device`` in their final dtype. Returns
+    the resolved settings (for ``describe()`` and benchmark reports).
+    Compilation is lazy: its cost is paid on the first call of each input shape
+    (``dynamic=False``), which is why callers warm up once per batch size.
+    """
+    import torch
+
+    perf = resolve(cfg, device)
+    for module in (unet, vae, text_encoder):
+        if module is not None:
+            module.eval()
+            module.requires_grad_(False)
+
+    if perf.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if perf.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+
+    # Attention kernels first: fusing QKV swaps the processor to its fused SDPA twin.
+    if unet is not None:
+        _set_attention(unet, perf.attention)
+    if vae is not None:
+        _set_attention(vae, perf.attention)
+    if perf.fuse_qkv and perf.attention == "sdpa":
+        for module in (unet, vae):
+            if module is not None and hasattr(module, "fuse_qkv_projections"):
+                module.fuse_qkv_projections()
+
+    if perf.channels_last:
+        for module in (unet, vae):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+
+    if vae is not None:
+        # Batched decode in one pass: slicing/tiling trade speed for memory.
+        vae.enable_slicing() if perf.vae_slicing else vae.disable_slicing()
+        vae.enable_tiling() if perf.vae_tiling else vae.disable_tiling()
+
+    if perf.compile or perf.compile_vae:
+        _configure_compile_cache(perf)
+        if perf.inductor_tuning:
+            _set_inductor_tuning()
+    if perf.compile and unet is not None:
+        _compile_forward(unet, perf)
+    if perf.compile_vae and vae is not None:
+        _compile_forward(vae.decoder, perf)
+    log.info("generation perf settings: %s", perf.as_dict())
+    return perf
+
+
+def _set_attention(model, attention: str) -> None:
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    if not hasattr(model, "set_attn_processor") or not getattr(model, "attn_processors", None):
+        return
+    model.set_attn_processor(AttnProcessor2_0() if attention == "sdpa" else AttnProcessor())
+
+
+def _configure_compile_cache(perf: ResolvedPerf) -> None:
+    """Point inductor's on-disk caches at one folder so a restart reuses compiled graphs."""
+    import torch._inductor.config as inductor_config
+
+    if perf.compile_cache_dir:
+        path = Path(os.path.expanduser(perf.compile_cache_dir)).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        # Read by inductor whenever it looks up its cache dir; triton's cache sits below it.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    inductor_config.fx_graph_cache = True
+    if hasattr(inductor_config, "autotune_local_cache"):
+        inductor_config.autotune_local_cache = True
+
+
+def _set_inductor_tuning() -> None:
+    import torch._inductor.config as inductor_config
+
+    inductor_config.conv_1x1_as_mm = True
+    inductor_config.coordinate_descent_tuning = True
+    inductor_config.epilogue_fusion = False
+    inductor_config.coordinate_descent_check_all_directions = True
+
+
+def _compile_forward(module, perf: ResolvedPerf) -> None:
+    """Replace ``module.forward`` by a compiled version, keeping the module object.
+
+    Keeping the object (rather than wrapping it) leaves ``.config``, ``.dtype``
+    and friends in place for diffusers code that reads them. With CUDA graphs
+    the outputs live in graph-owned memory that the next replay overwrites, so
+    they are cloned (a few MB of latents, negligible) and each call opens a new
+    graph step.
+    """
+    import torch
+
+    eager_forward = module.forward
+    compiled = torch.compile(
+        eager_forward,
+        mode=None if perf.compile_backend != "inductor" else perf.compile_mode,
+        fullgraph=perf.compile_fullgraph,
+        dynamic=False,
+        backend=perf.compile_backend,
+    )
+
+    @functools.wraps(eager_forward)
+    def forward(*args, **kwargs):
+        if perf.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+            return _clone_tensors(compiled(*args, **kwargs))
+        return compiled(*args, **kwargs)
+
+    forward._synthface_compiled = True  # type: ignore[attr-defined]
+    module.forward = forward
+
+
+def _clone_tensors(value):
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_clone_tensors(v) for v in value)
+    if isinstance(value, list):
+        return [_clone_tensors(v) for v in value]
+    if hasattr(value, "keys") and hasattr(value, "__setitem__"):  # diffusers BaseOutput (an OrderedDict)
+        for key in list(value.keys()):
+            value[key] = _clone_tensors(value[key])
+        return value
+    return value
