@@ -2,8 +2,52 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, model_validator
+
 from synthface.config import StrictModel
+from synthface.generation.speed import PerfConfig
+
+SchedulerName = Literal["dpmsolver++", "ddim", "euler", "euler_ancestral", "pndm", "unipc", "lcm"]
 
 
 class GenerationConfig(StrictModel):
-    """Arc2Face sampling settings (filled in by the generation issue)."""
+    """Arc2Face sampling settings. Defaults are Arc2Face's published ones."""
+
+    scheduler: SchedulerName = Field(
+        "dpmsolver++",
+        description="Sampler: dpmsolver++ (DPM-Solver++ 2M multistep, default), ddim, euler, "
+        "euler_ancestral, pndm, unipc; lcm is chosen automatically in LCM-LoRA mode.",
+    )
+    steps: int = Field(25, ge=1, le=200, description="Denoising steps (cost grows linearly).")
+    guidance: float = Field(
+        3.0, ge=1.0, le=20.0, description="Classifier-free guidance scale; 1.0 turns guidance (and its extra UNet pass) off."
+    )
+    guidance_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Guidance truncation: apply guidance only on the first this fraction of steps; "
+        "later steps run the conditional pass alone.",
+    )
+    height: int = Field(512, ge=64, le=1024, multiple_of=8, description="Image height in pixels.")
+    width: int = Field(512, ge=64, le=1024, multiple_of=8, description="Image width in pixels.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Weights/activations dtype; auto = float16 on CUDA, float32 on CPU."
+    )
+    device: str = Field("auto", description="auto (CUDA if available, else CPU), cpu, cuda, cuda:N.")
+    batch_size: int = Field(8, ge=1, le=256, description="Images per UNet call (x2 with guidance).")
+    lcm: Literal["auto", "on", "off"] = Field(
+        "off",
+        description="LCM-LoRA few-step mode: on needs lcm-lora/ in the model folder; auto uses it when present.",
+    )
+    lcm_steps: int = Field(4, ge=1, le=16, description="Steps in LCM-LoRA mode.")
+    lcm_guidance: float = Field(1.0, ge=1.0, le=3.0, description="Guidance in LCM-LoRA mode (1.0 = none).")
+    perf: PerfConfig = Field(default_factory=PerfConfig)
+
+    @model_validator(mode="after")
+    def _lcm_scheduler_only_with_lora(self):
+        if self.scheduler == "lcm" and self.lcm == "off":
+            raise ValueError("scheduler 'lcm' needs the LCM-LoRA: set generation.lcm to 'on' or 'auto'")
+        return self

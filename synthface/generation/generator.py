@@ -1,0 +1,261 @@
+"""The batched Arc2Face generator: identity vectors + seeds in, uint8 RGB images out.
+
+Built from diffusers/transformers parts (not a diffusers pipeline) so that a
+batch can mix identities and every image keeps its own random streams:
+
+- each image's initial latent is drawn from its own ``torch.Generator`` seeded
+  with its seed (on the CPU, in float32, then moved), and any noise a sampler
+  adds between steps comes from that same generator, so an image does not
+  depend on the batch it lands in;
+- classifier-free guidance runs the unconditional and conditional halves in
+  one UNet call; guidance 1.0 (or a step past the guidance fraction) runs the
+  conditional half alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from synthface.errors import ConfigError, InputDataError, MissingModelError
+from synthface.generation.config import GenerationConfig
+from synthface.models.layout import ID_DIM, LCM_LORA_DIR, LCM_LORA_REPO, LCM_LORA_WEIGHTS
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = {
+    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+}
+
+_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def resolve_device(name: str | None):
+    import torch
+
+    name = name or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"generation.device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"generation.device: {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(name, device):
+    import torch
+
+    if name is None or name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(name, torch.dtype):
+        dtype = name
+    elif name in _DTYPES:
+        dtype = getattr(torch, _DTYPES[name])
+    else:
+        raise ConfigError(f"generation.dtype: unknown dtype {name!r} (auto, float32, float16, bfloat16)")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ConfigError("generation.dtype: float16 needs a CUDA device; use float32 or bfloat16 on the CPU")
+    return dtype
+
+
+def guided_steps(steps: int, guidance: float, fraction: float) -> int:
+    """How many leading steps run with guidance (0 when guidance is 1.0)."""
+    if guidance == 1.0:
+        return 0
+    return max(1, math.ceil(fraction * steps - 1e-9))
+
+
+def validate_id_vectors(id_vectors, seeds) -> np.ndarray:
+    vectors = np.asarray(id_vectors)
+    if vectors.ndim == 1:
+        vectors = vectors[None]
+    if vectors.ndim != 2 or vectors.shape[1] != ID_DIM:
+        raise InputDataError(
+            f"identity vectors must have shape [B, {ID_DIM}] (ArcFace embeddings), got {tuple(np.shape(id_vectors))}"
+        )
+    if not np.issubdtype(vectors.dtype, np.floating):
+        raise InputDataError(f"identity vectors must be floating point, got {vectors.dtype}")
+    vectors = vectors.astype(np.float32)
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise InputDataError(f"identity vectors hold NaN or inf values (rows {np.flatnonzero(bad)[:10].tolist()})")
+    zero = np.linalg.norm(vectors, axis=1) < 1e-12
+    if zero.any():
+        raise InputDataError(f"identity vectors of zero length cannot be normalised (rows {np.flatnonzero(zero)[:10].tolist()})")
+    if len(seeds) != len(vectors):
+        raise InputDataError(f"got {len(vectors)} identity vectors but {len(seeds)} seeds; pass one seed per image")
+    for s in seeds:
+        if not (0 <= int(s) < 2**64):
+            raise InputDataError(f"seed {s} out of range: seeds are integers in [0, 2**64)")
+    return vectors
+
+
+class Arc2FaceGenerator:
+    """Arc2Face sampler over a batch of (identity vector, seed) pairs."""
+
+    def __init__(self, parts, cfg: GenerationConfig, device, dtype, models_dir: Path, use_lcm: bool):
+        import diffusers
+
+        from synthface.generation.conditioning import IdConditioner
+        from synthface.generation.speed import optimize_modules
+
+        self.cfg = cfg
+        self.device = device
+        self.dtype = dtype
+        self.models_dir = Path(models_dir)
+        self.parts = parts
+        self.use_lcm = use_lcm
+        self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
+        self.conditioner = IdConditioner(parts.tokenizer, parts.text_encoder)
+
+        scheduler_name = "lcm" if use_lcm else cfg.scheduler
+        self.scheduler_name = scheduler_name
+        cls_name, overrides = SCHEDULERS[scheduler_name]
+        self._scheduler_cls = getattr(diffusers, cls_name)
+        self._scheduler_config = {**parts.scheduler_config, **overrides}
+        self.steps = cfg.lcm_steps if use_lcm else cfg.steps
+        self.guidance = cfg.lcm_guidance if use_lcm else cfg.guidance
+        self.guided_steps = guided_steps(self.steps, self.guidance, cfg.guidance_fraction)
+        # The latent grid: SD's VAE halves the size once per extra block.
+        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if cfg.height % self.vae_scale or cfg.width % self.vae_scale:
+            raise ConfigError(
+                f"generation.height/width must be multiples of {self.vae_scale} for this VAE, got {cfg.height}x{cfg.width}"
+            )
+        self.perf = optimize_modules(self.unet, self.vae, self.text_encoder, cfg.perf, device)
+        self.unet_batch_sizes: list[int] = []  # batch size of every UNet call (for tests and stats)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_folder(cls, models_dir, cfg: GenerationConfig | None = None, device=None, dtype=None) -> Arc2FaceGenerator:
+        """Load every part from the local model folder ``models_dir``.
+
+        ``device``/``dtype`` override ``cfg.device``/``cfg.dtype`` (strings or torch objects).
+        """
+        import torch
+
+        from synthface.generation.loading import apply_lcm_lora, load_parts
+
+        cfg = cfg or GenerationConfig()
+        device = resolve_device(str(device) if device is not None else cfg.device)
+        dtype = resolve_dtype(dtype if dtype is not None else cfg.dtype, device)
+        root = Path(models_dir)
+        parts = load_parts(root, device, dtype)
+
+        if cfg.lcm == "on" and parts.lcm_lora is None:
+            raise MissingModelError(
+                f"generation.lcm is 'on' but {root / LCM_LORA_DIR / LCM_LORA_WEIGHTS} is missing; get it with "
+                f"`synthface models download --to {root} --lcm-lora` (from {LCM_LORA_REPO}) or set generation.lcm=off"
+            )
+        use_lcm = cfg.lcm == "on" or (cfg.lcm == "auto" and parts.lcm_lora is not None)
+        if use_lcm:
+            apply_lcm_lora(parts.unet, parts.lcm_lora)
+            parts.unet.to(device, dtype)
+        with torch.no_grad():
+            return cls(parts, cfg, device, dtype, root, use_lcm)
+
+    # --------------------------------------------------------------- describing
+    def describe(self) -> dict:
+        """Settings and model identity, for sample metadata and dataset manifests."""
+        manifest = self.parts.manifest or {}
+        return {
+            "model": "arc2face",
+            "models_dir": str(self.models_dir),
+            "models_origin": manifest.get("origin", "unknown"),
+            "model_parts": manifest.get("parts", {}),
+            "scheduler": self.scheduler_name,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "guidance_fraction": self.cfg.guidance_fraction,
+            "guided_steps": self.guided_steps,
+            "lcm_lora": self.use_lcm,
+            "height": self.cfg.height,
+            "width": self.cfg.width,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "batch_size": self.cfg.batch_size,
+            "perf": self.perf.as_dict() if hasattr(self.perf, "as_dict") else None,
+        }
+
+    # --------------------------------------------------------------- sampling
+    def new_scheduler(self):
+        """A fresh scheduler (multistep samplers keep per-run state)."""
+        scheduler = self._scheduler_cls.from_config(self._scheduler_config)
+        scheduler.set_timesteps(self.steps, device=self.device)
+        return scheduler
+
+    def initial_latents(self, seeds: Sequence[int]):
+        """One latent per seed, each from its own CPU generator; returns (latents, generators)."""
+        import torch
+
+        shape = (self.unet.config.in_channels, self.cfg.height // self.vae_scale, self.cfg.width // self.vae_scale)
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        latents = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+        return latents.to(self.device, self.dtype), generators
+
+    def generate(self, id_vectors, seeds: Sequence[int]) -> np.ndarray:
+        """Images for each (identity vector, seed) pair: uint8 [B, H, W, 3].
+
+        ``id_vectors`` float32 [B, 512] (normalised here); ``seeds`` one int per image.
+        The image for a pair does not depend on B or on the other pairs.
+        """
+        seeds = [int(s) for s in seeds]
+        vectors = validate_id_vectors(id_vectors, seeds)
+        out = np.empty((len(vectors), self.cfg.height, self.cfg.width, 3), dtype=np.uint8)
+        step = self.cfg.batch_size
+        for start in range(0, len(vectors), step):
+            stop = min(start + step, len(vectors))
+            out[start:stop] = self._generate_batch(vectors[start:stop], seeds[start:stop])
+        return out
+
+    def _generate_batch(self, vectors: np.ndarray, seeds: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            cond = self.conditioner.encode(torch.from_numpy(vectors)).to(self.dtype)
+            batch = cond.shape[0]
+            context_guided = None
+            if self.guided_steps:
+                uncond = self.conditioner.unconditional().to(self.dtype).expand(batch, -1, -1)
+                context_guided = torch.cat([uncond, cond])
+
+            scheduler = self.new_scheduler()
+            latents, generators = self.initial_latents(seeds)
+            latents = latents * scheduler.init_noise_sigma
+            step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
+
+            for i, t in enumerate(scheduler.timesteps):
+                guided = i < self.guided_steps
+                model_in = torch.cat([latents, latents]) if guided else latents
+                model_in = scheduler.scale_model_input(model_in, t)
+                self.unet_batch_sizes.append(model_in.shape[0])
+                noise = self.unet(model_in, t, encoder_hidden_states=context_guided if guided else cond).sample
+                if guided:
+                    noise_uncond, noise_cond = noise.chunk(2)
+                    noise = noise_uncond + self.guidance * (noise_cond - noise_uncond)
+                latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+            return self.decode(latents)
+
+    def decode(self, latents) -> np.ndarray:
+        """VAE-decode latents to uint8 [B, H, W, 3]."""
+        import torch
+
+        scaling = self.vae.config.scaling_factor
+        images = self.vae.decode(latents.to(self.dtype) / scaling).sample
+        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        images = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return images.cpu().numpy()

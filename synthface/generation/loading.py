@@ -1,0 +1,106 @@
+"""Load the generator's parts from a local model folder (real or tiny, same code)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synthface.errors import MissingModelError
+from synthface.models.check import read_manifest, require
+from synthface.models.layout import (
+    ENCODER_DIR,
+    LCM_LORA_DIR,
+    LCM_LORA_WEIGHTS,
+    MODEL_FILES,
+    SCHEDULER_DIR,
+    TOKENIZER_DIR,
+    UNET_DIR,
+    VAE_DIR,
+)
+
+log = logging.getLogger(__name__)
+
+GENERATOR_PARTS = (UNET_DIR, ENCODER_DIR, VAE_DIR, TOKENIZER_DIR, SCHEDULER_DIR)
+
+
+@dataclass
+class LoadedParts:
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict
+    lcm_lora: Path | None  # weights file, when lcm-lora/ holds one
+    manifest: dict | None
+
+
+def _load(what: str, path: Path, fn):
+    try:
+        return fn()
+    except MissingModelError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MissingModelError(
+            f"could not load the {what} from {path} ({first}); the files look damaged or are not the "
+            f"expected model: fetch them again with `synthface models download --to {path.parent}`"
+        ) from exc
+
+
+def lcm_lora_file(root: Path) -> Path | None:
+    path = root / LCM_LORA_DIR / LCM_LORA_WEIGHTS
+    return path if path.is_file() else None
+
+
+def load_parts(root: str | Path, device, dtype) -> LoadedParts:
+    """Load UNet, VAE, text encoder, tokenizer and scheduler config from ``root``.
+
+    Raises :class:`MissingModelError` naming the first missing file. The text
+    encoder may be a transformers-4 ``pytorch_model.bin`` with ``text_model.``
+    keys (Arc2Face's format); transformers maps it onto the current class.
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    root = Path(root)
+    require(root, [f.path for f in MODEL_FILES if f.required and f.path.split("/")[0] in GENERATOR_PARTS])
+
+    tokenizer = _load("tokenizer", root / TOKENIZER_DIR, lambda: CLIPTokenizer.from_pretrained(root / TOKENIZER_DIR))
+    text_encoder = _load(
+        "Arc2Face text encoder",
+        root / ENCODER_DIR,
+        lambda: CLIPTextModel.from_pretrained(root / ENCODER_DIR, dtype=dtype, attn_implementation="sdpa"),
+    )
+    unet = _load(
+        "Arc2Face UNet", root / UNET_DIR, lambda: UNet2DConditionModel.from_pretrained(root / UNET_DIR, torch_dtype=dtype)
+    )
+    vae = _load("VAE", root / VAE_DIR, lambda: AutoencoderKL.from_pretrained(root / VAE_DIR, torch_dtype=dtype))
+    sched_path = root / SCHEDULER_DIR / "scheduler_config.json"
+    scheduler_config = _load("scheduler config", sched_path, lambda: json.loads(sched_path.read_text(encoding="utf-8")))
+
+    if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
+        raise MissingModelError(
+            f"UNet cross-attention width {unet.config.cross_attention_dim} does not match the text encoder "
+            f"width {text_encoder.config.hidden_size}: {root / UNET_DIR} and {root / ENCODER_DIR} are not a pair"
+        )
+    with torch.no_grad():
+        for module in (unet, vae, text_encoder):
+            module.to(device).eval().requires_grad_(False)
+    return LoadedParts(unet, vae, text_encoder, tokenizer, scheduler_config, lcm_lora_file(root), read_manifest(root))
+
+
+def apply_lcm_lora(unet, weights: Path) -> None:
+    """Load the LCM-LoRA into ``unet`` and fuse it into the weights (no LoRA cost per step)."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+    def load():
+        state, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(str(weights.parent), weight_name=weights.name)
+        StableDiffusionLoraLoaderMixin.load_lora_into_unet(state, alphas, unet=unet, adapter_name="lcm")
+        unet.fuse_lora(lora_scale=1.0)
+        unet.unload_lora()  # keep the fused weights, drop the adapter modules
+
+    _load("LCM-LoRA", weights.parent, load)

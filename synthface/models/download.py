@@ -1,0 +1,114 @@
+"""Fill a model folder from the Hugging Face hub (huggingface_hub).
+
+Files land directly under their layout paths (no symlinks into a cache), so
+the folder can be copied to machines without internet. Before any download,
+a short TCP check tells an offline machine so within seconds instead of
+letting each request retry and time out.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+from synthface.errors import MissingModelError
+from synthface.models.layout import MODEL_FILES, ModelFile
+from synthface.models.tiny import write_manifest
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def offline_message(root: Path, why: str) -> str:
+    return (
+        f"cannot download models into {root}: the Hugging Face hub is not reachable ({why}). "
+        "This machine looks offline: run `synthface models download --to DIR` where there is internet "
+        "and copy DIR here, or set HF_ENDPOINT to a reachable mirror"
+    )
+
+
+def check_connectivity(root: Path, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise MissingModelError quickly when the hub cannot be reached."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise MissingModelError(offline_message(root, "HF_HUB_OFFLINE is set"))
+    url = urlparse(hub_endpoint())
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise MissingModelError(offline_message(root, f"{host}:{port}: {exc.strerror or exc}")) from None
+
+
+def files_to_fetch(include_lcm_lora: bool) -> list[ModelFile]:
+    return [f for f in MODEL_FILES if f.required or include_lcm_lora]
+
+
+def download(
+    root: str | Path,
+    include_lcm_lora: bool = False,
+    revision: str | None = None,
+    detector_repo: str | None = None,
+    progress: Callable[[ModelFile], None] | None = None,
+) -> Path:
+    """Download every model file into ``root`` and write ``synthface-models.json``.
+
+    ``revision`` pins the Arc2Face repo (branch, tag or commit); the other repos
+    use their main branch. Files already present are kept (resumable).
+    """
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    from synthface.models.layout import ANTELOPEV2_REPO, ARC2FACE_REPO
+
+    root = Path(root)
+    check_connectivity(root)
+    root.mkdir(parents=True, exist_ok=True)
+    api = HfApi()
+    revisions: dict[str, str | None] = {}
+
+    def repo_of(f: ModelFile) -> str:
+        return detector_repo if (detector_repo and f.repo == ANTELOPEV2_REPO) else f.repo
+
+    for f in files_to_fetch(include_lcm_lora):
+        repo = repo_of(f)
+        rev = revision if repo == ARC2FACE_REPO else None
+        if progress:
+            progress(f)
+        # The layout path ends with the repo path; the prefix is where it goes.
+        local_dir = root / f.path[: len(f.path) - len(f.repo_path)]
+        try:
+            if repo not in revisions:
+                revisions[repo] = api.model_info(repo, revision=rev, timeout=30).sha
+            hf_hub_download(repo, f.repo_path, revision=revisions[repo] or rev, local_dir=local_dir, etag_timeout=10)
+        except GatedRepoError:
+            raise MissingModelError(
+                f"{repo} is gated: accept its terms on huggingface.co and log in (`hf auth login`), then retry"
+            ) from None
+        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+            raise MissingModelError(f"{repo}: repository or revision not found on the hub ({type(exc).__name__})") from None
+        except LocalEntryNotFoundError as exc:
+            raise MissingModelError(offline_message(root, f"{repo}/{f.repo_path}: {exc}")) from None
+        except HfHubHTTPError as exc:
+            raise MissingModelError(f"downloading {repo}/{f.repo_path} failed: {exc}") from None
+        except OSError as exc:  # connection resets, timeouts, disk full
+            raise MissingModelError(f"downloading {repo}/{f.repo_path} into {local_dir} failed: {exc}") from None
+
+    parts = {repo: {"repo": repo, "revision": sha} for repo, sha in revisions.items()}
+    write_manifest(root, "download", parts)
+    return root
