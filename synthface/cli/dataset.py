@@ -1,9 +1,110 @@
-"""CLI commands: dataset (filled in by its stage's issue)."""
+"""CLI commands: `generate` (the distributed factory run), `verify`, `card`."""
 
 from __future__ import annotations
 
 import typer
 
+from synthface.cli.bench import bench_app
+
+
+def _setup_logging() -> None:
+    import logging
+    import sys
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def generate(
+    config: str = typer.Option(..., "--config", "-c", help="Factory config YAML (e.g. configs/demo.yaml)."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a key: --set run.workers=4."),
+    out: str = typer.Option(..., "--out", "-o", help="Output folder or fsspec URL (s3://bucket/run)."),
+    bank: str = typer.Option(None, "--bank", help="Identity bank Parquet (overrides run.bank)."),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="Join a Ray cluster ('auto' or ray://host:port); default: embedded Ray."
+    ),
+    restart: bool = typer.Option(
+        False, "--restart", "--overwrite", help="Delete a previous run in OUT (even with another config) and start over."
+    ),
+) -> None:
+    """Generate a dataset: bank identities -> images -> filter -> WebDataset shards in OUT.
+
+    Rerunning the same command resumes: committed shards are kept, the rest redone.
+    """
+    _setup_logging()
+    from pipelines.generate import ensure_complete
+    from pipelines.generate import generate as run_generate
+    from synthface.factory_config import load_factory_config
+
+    cfg = load_factory_config(config, list(overrides or []) + ([f"run.bank={bank}"] if bank else []))
+    result = run_generate(cfg, out, ray_address=ray_address, restart=restart)
+    ds = result.dataset
+    typer.echo(
+        f"{result.out}: {ds.get('num_images', 0)} images of {ds.get('num_classes', 0)} identities in "
+        f"{len(ds.get('shards', []))} shards (acceptance {ds.get('acceptance_rate', 0):.1%}; "
+        f"{result.skipped} shards resumed, {result.done} generated, {result.retries} retries)"
+    )
+    ensure_complete(result)
+
+
+def verify(
+    out: str = typer.Argument(..., help="Dataset folder or fsspec URL."),
+    no_images: bool = typer.Option(False, "--no-images", help="Skip decoding every image."),
+) -> None:
+    """Check a dataset: shards readable, counts agree, keys unique, labels valid, images 112x112."""
+    from synthface.shards.verify import verify_dataset
+
+    report = verify_dataset(out, check_images=not no_images)
+    for line in report.problems:
+        typer.echo(f"problem: {line}", err=True)
+    if report.ok:
+        typer.echo(f"ok: {report.shards} shards, {report.samples} samples, {report.classes} identities with images")
+        return
+    typer.echo(f"FAILED: {len(report.problems)} problem(s) in {out}", err=True)
+    raise typer.Exit(1)
+
+
+def card(out: str = typer.Argument(..., help="Dataset folder or fsspec URL.")) -> None:
+    """Rebuild the dataset card (README.md + card/*.png) from dataset.json and the shards."""
+    from synthface.shards.card import write_card
+
+    typer.echo(write_card(out))
+
+
+def bench_orchestration(
+    workers: str = typer.Option("1,2,4,8", help="Worker counts to measure."),
+    shards_per_worker: int = typer.Option(4, help="Shard jobs per worker in each measurement."),
+    ids_per_shard: int = typer.Option(4),
+    images_per_id: int = typer.Option(8),
+    sleep_ms: float = typer.Option(25.0, help="Fake generation time per image."),
+) -> None:
+    """Orchestration efficiency: a sleeping fake generator, images/s against ideal per worker count."""
+    _setup_logging()
+    from pipelines.bench import orchestration_bench
+
+    orchestration_bench(
+        [int(w) for w in workers.split(",")], shards_per_worker, ids_per_shard, images_per_id, sleep_ms / 1000.0
+    )
+
+
+def bench_shard_writer(
+    images: int = typer.Option(2000, help="Aligned crops to write."),
+    quality: int = typer.Option(95, help="JPEG quality."),
+) -> None:
+    """Shard writer throughput (images/s on one core), against raw JPEG encoding as the baseline."""
+    from pipelines.bench import shard_writer_bench
+
+    shard_writer_bench(images, quality)
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.command("generate")(generate)
+    app.command("verify")(verify)
+    app.command("card")(card)
+    bench_app.command("orchestration")(bench_orchestration)
+    bench_app.command("shard-writer")(bench_shard_writer)

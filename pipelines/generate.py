@@ -1,0 +1,188 @@
+"""`synthface generate`, the driver: plan, dispatch, resume, manifest.
+
+The driver never touches images. It reads the bank (to plan jobs and hand the
+embeddings to the workers through Ray's object store), skips shards already
+committed in OUT, dispatches the rest to worker actors, and finally writes the
+manifest and the dataset card from the shards' stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rich.console import Console
+
+from pipelines.dispatch import Dispatcher
+from pipelines.planning import plan_jobs
+from pipelines.progress import RunProgress
+from pipelines.shard_job import Stages
+from pipelines.stages import build_stages, load_bank_embeddings
+from synthface.errors import ConfigError, RunStateError
+from synthface.factory_config import FactoryConfig
+from synthface.shards.manifest import check_or_start_run, describe_models, run_record, write_manifest
+from synthface.shards.storage import Output, fsspec_env
+from synthface.shards.writer import committed_shards
+
+log = logging.getLogger("synthface.generate")
+
+
+@dataclass
+class GenerateResult:
+    out: str
+    num_shards: int
+    skipped: int
+    done: int
+    failed: dict[int, str] = field(default_factory=dict)
+    retries: int = 0
+    workers_replaced: int = 0
+    dataset: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Start an embedded Ray (address None) or join a cluster; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {"env_vars": fsspec_env()} if fsspec_env() else None
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    else:
+        # Light on a laptop: no dashboard, only the CPUs we have.
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            runtime_env=env,
+            log_to_driver=True,
+            configure_logging=False,
+        )
+    return True
+
+
+def _check_resources(cfg: FactoryConfig) -> None:
+    import ray
+
+    res = ray.cluster_resources()
+    gpus, cpus = res.get("GPU", 0.0), res.get("CPU", 0.0)
+    need_gpu, need_cpu = cfg.run.gpus_per_worker, cfg.run.cpus_per_worker
+    if need_gpu > gpus:
+        raise ConfigError(
+            f"'run.gpus_per_worker' is {need_gpu} but the Ray cluster has {gpus:g} GPUs; "
+            f"set run.gpus_per_worker=0 to run on CPU"
+        )
+    if need_cpu > cpus:
+        raise ConfigError(f"'run.cpus_per_worker' is {need_cpu} but the Ray cluster has {cpus:g} CPUs")
+    fit = min(cpus // need_cpu, gpus // need_gpu if need_gpu else float("inf"))
+    if fit < cfg.run.workers:
+        log.warning("only %d of %d workers fit the cluster's resources now; the rest wait", fit, cfg.run.workers)
+
+
+def generate(
+    cfg: FactoryConfig,
+    out: str,
+    *,
+    ray_address: str | None = None,
+    restart: bool = False,
+    stages_factory: Callable[[FactoryConfig], Stages] = build_stages,
+    console: Console | None = None,
+    write_card: bool = True,
+) -> GenerateResult:
+    import ray
+
+    from pipelines.worker import ShardWorker
+
+    output = Output(out)
+    cfg_data = cfg.model_dump(mode="json")
+    embeddings = load_bank_embeddings(cfg.run.bank, cfg.run.max_ids)
+    num_ids = len(embeddings)
+    if num_ids == 0:
+        raise ConfigError(f"'run.bank': {cfg.run.bank} holds no identities")
+    record = run_record(cfg_data, cfg.run.bank, num_ids)
+    resuming = check_or_start_run(output, record, restart)
+
+    jobs = plan_jobs(num_ids, cfg.run.ids_per_shard)
+    committed = committed_shards(output)
+    todo = [j for j in jobs if j.index not in committed]
+    log.info(
+        "%s %s: %d identities, %d shards (%d already committed, %d to do), %d images per identity",
+        "resuming" if resuming else "starting",
+        output.url,
+        num_ids,
+        len(jobs),
+        len(jobs) - len(todo),
+        len(todo),
+        cfg.run.images_per_id,
+    )
+    result = GenerateResult(out=output.url, num_shards=len(jobs), skipped=len(jobs) - len(todo), done=0)
+
+    if todo:
+        started_ray = init_ray(ray_address)
+        dispatcher = None
+        progress = None
+        try:
+            _check_resources(cfg)
+            embeddings_ref = ray.put(embeddings)
+            env = fsspec_env()
+            actor_cls = ray.remote(ShardWorker).options(
+                num_cpus=cfg.run.cpus_per_worker,
+                num_gpus=cfg.run.gpus_per_worker,
+                max_restarts=0,
+                runtime_env={"env_vars": env} if env else None,
+            )
+
+            def make_actor():
+                return actor_cls.remote(cfg_data, output.url, embeddings_ref, stages_factory)
+
+            workers = min(cfg.run.workers, len(todo))
+            progress = RunProgress(len(jobs), result.skipped, cfg.run.log_every_s, console=console)
+            dispatcher = Dispatcher(
+                make_actor,
+                num_workers=workers,
+                max_in_flight=cfg.run.jobs_in_flight(),
+                max_retries=cfg.run.max_retries,
+                on_done=lambda job, stats: progress.shard_done(stats),
+                on_failed=lambda job, err: progress.shard_failed(),
+                on_tick=progress.tick,
+            )
+            log.info("starting %d workers (%g CPU, %g GPU each)", workers, cfg.run.cpus_per_worker, cfg.run.gpus_per_worker)
+            dispatcher.start_workers()
+            outcome = dispatcher.run(todo)
+        finally:
+            if progress is not None:
+                progress.close()
+            if dispatcher is not None:
+                dispatcher.shutdown()
+            if started_ray:
+                ray.shutdown()
+        result.done = len(outcome.done)
+        result.failed = outcome.failed
+        result.retries = outcome.retries
+        result.workers_replaced = outcome.workers_replaced
+
+    committed = committed_shards(output)
+    result.dataset = write_manifest(
+        output, record, committed, len(jobs), result.failed, describe_models(cfg.models_dir)
+    )
+    if write_card:
+        from synthface.shards.card import write_card as _write_card
+
+        _write_card(output)
+    if result.failed:
+        log.error("%d shard(s) failed: %s", len(result.failed), ", ".join(f"{k}" for k in sorted(result.failed)))
+    return result
+
+
+def ensure_complete(result: GenerateResult) -> None:
+    if result.failed:
+        lines = "; ".join(f"shard-{k:06d}: {err}" for k, err in sorted(result.failed.items()))
+        raise RunStateError(
+            f"{len(result.failed)} of {result.num_shards} shards failed ({lines}); "
+            f"the others are committed: rerun the same command to retry the failed ones"
+        )

@@ -1,0 +1,76 @@
+"""The worker: loads the stages once, then runs whole shard jobs.
+
+:class:`ShardWorker` is a plain class; the dispatcher turns it into a Ray
+actor with the configured CPU/GPU share. Each job writes its shard straight to
+the output; only the shard's small stats dict returns to the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+
+from pipelines.planning import ShardJob
+from pipelines.shard_job import JobSettings, Stages, run_shard_job
+from synthface.errors import ConfigError
+from synthface.factory_config import FactoryConfig
+from synthface.shards.storage import Output
+
+
+def job_settings(cfg: FactoryConfig) -> JobSettings:
+    return JobSettings(
+        run_seed=cfg.seed,
+        images_per_id=cfg.run.images_per_id,
+        batch_size=cfg.run.batch_size,
+        jpeg_quality=cfg.run.jpeg_quality,
+        write_full_image=cfg.run.write_full_image,
+        inter_class=cfg.run.inter_class,
+    )
+
+
+def check_bank_space(stages: Stages, bank_dim: int) -> None:
+    """A recognizer said to share the bank's space must give embeddings of its size."""
+    analyzer = stages.analyzer
+    if getattr(analyzer, "shares_bank_space", False) and analyzer.embedding_dim != bank_dim:
+        raise ConfigError(
+            f"'faces.recognizer_shares_bank_space' is true but the recognizer gives {analyzer.embedding_dim}-d "
+            f"embeddings and the bank holds {bank_dim}-d identities; set it to false (and filter.use_target: false)"
+        )
+
+
+class ShardWorker:
+    def __init__(
+        self,
+        cfg_data: dict[str, Any],
+        out_url: str,
+        embeddings: np.ndarray,
+        stages_factory: Callable[[FactoryConfig], Stages],
+    ):
+        # A failure here (missing weights, bad config) is kept and raised by
+        # ready(), so the driver can show the user the original error.
+        self.init_error: BaseException | None = None
+        self.init_traceback = ""
+        try:
+            self.cfg = FactoryConfig.model_validate(cfg_data)
+            self.settings = job_settings(self.cfg)
+            self.output = Output(out_url)
+            self.embeddings = embeddings
+            self.stages = stages_factory(self.cfg)
+            check_bank_space(self.stages, embeddings.shape[1])
+        except Exception as exc:  # noqa: BLE001 - reported by ready()
+            self.init_error = exc
+            self.init_traceback = traceback.format_exc()
+
+    def ready(self) -> dict[str, Any]:
+        if self.init_error is not None:
+            raise self.init_error
+        return {"host": platform.node(), "pid": os.getpid()}
+
+    def run_job(self, job: ShardJob, attempt: int = 0) -> dict[str, Any]:
+        if self.init_error is not None:
+            raise self.init_error
+        return run_shard_job(job, self.embeddings, self.stages, self.settings, self.output, attempt=attempt)

@@ -1,0 +1,197 @@
+"""The dataset manifest at the output root, and the run record used for resume.
+
+- ``synthface-run.json``: written when a run starts. It records what defines
+  the output (config minus execution-only keys, its hash, the bank's hash), so
+  a rerun on the same folder can tell "resume" from "a different dataset".
+- ``dataset.json``: config, seed, model ids and file hashes, config hash,
+  num_classes, num_images, per-shard counts.
+- ``sizes.json``: shard file name -> number of samples (as open_clip reads it).
+- ``wids-index.json``: a wids shard index (``wids.ShardListDataset`` opens it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from synthface.errors import RunStateError
+from synthface.shards.config import EXECUTION_ONLY_KEYS
+from synthface.shards.storage import Output
+from synthface.shards.writer import shard_name
+
+RUN_FILE = "synthface-run.json"
+DATASET_FILE = "dataset.json"
+SIZES_FILE = "sizes.json"
+WIDS_FILE = "wids-index.json"
+CARD_FILE = "README.md"
+MODELS_INFO_FILE = "synthface-models.json"
+
+
+def synthface_version() -> str:
+    try:
+        return version("synthface")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def output_config(cfg_data: dict[str, Any]) -> dict[str, Any]:
+    """The config without the keys that only change how the run executes."""
+    data = json.loads(json.dumps(cfg_data))
+    for key in EXECUTION_ONLY_KEYS:
+        data.get("run", {}).pop(key, None)
+    return data
+
+
+def hash_json(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_sha256(url: str) -> str:
+    digest = hashlib.sha256()
+    with fsspec.open(url, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_models(models_dir: str) -> dict[str, Any]:
+    """What the model folder holds: its synthface-models.json and each file's sha256."""
+    root = Path(models_dir)
+    info: dict[str, Any] = {"dir": str(models_dir), "origin": "unknown", "files": {}}
+    if not root.is_dir():
+        info["origin"] = "missing"
+        return info
+    meta = root / MODELS_INFO_FILE
+    if meta.is_file():
+        try:
+            info["info"] = json.loads(meta.read_text(encoding="utf-8"))
+            info["origin"] = info["info"].get("origin", "unknown")
+        except json.JSONDecodeError:
+            info["origin"] = "unreadable"
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        info["files"][path.relative_to(root).as_posix()] = file_sha256(str(path))
+    return info
+
+
+def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int) -> dict[str, Any]:
+    out_cfg = output_config(cfg_data)
+    return {
+        "config": cfg_data,
+        "config_hash": hash_json(out_cfg),
+        "bank": {"path": bank_url, "sha256": file_sha256(bank_url), "num_ids": num_ids},
+        "synthface_version": synthface_version(),
+    }
+
+
+def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) -> bool:
+    """Compare ``record`` with the run already in ``output``; True if resuming.
+
+    Refuses (RunStateError) when the folder holds a different dataset, unless
+    ``restart``, which deletes the old run's files first.
+    """
+    if output.exists(RUN_FILE):
+        old = output.read_json(RUN_FILE)
+        same = old.get("config_hash") == record["config_hash"] and (
+            old.get("bank", {}).get("sha256") == record["bank"]["sha256"]
+        )
+        if same and not restart:
+            return True
+        if not restart:
+            what = "config" if old.get("config_hash") != record["config_hash"] else "identity bank"
+            raise RunStateError(
+                f"{output.url} holds a run with a different {what}; use a new --out, "
+                f"or pass --restart to delete it and start over"
+            )
+    elif not restart and output.list_names("shard-"):
+        raise RunStateError(
+            f"{output.url} holds shards but no {RUN_FILE}; use a new --out, or pass --restart to delete them"
+        )
+    if restart:
+        clear_run(output)
+    output.makedirs()
+    output.write_json(RUN_FILE, {**record, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return False
+
+
+def clear_run(output: Output) -> None:
+    """Delete the files a run writes (shards, manifest, card); nothing else."""
+    for name in output.list_names("shard-"):
+        output.remove(name)
+    for name in (RUN_FILE, DATASET_FILE, SIZES_FILE, WIDS_FILE, CARD_FILE, "card"):
+        output.remove(name)
+
+
+def write_manifest(
+    output: Output,
+    record: dict[str, Any],
+    committed: dict[int, dict[str, Any]],
+    num_shards: int,
+    failed: dict[int, str],
+    models: dict[str, Any],
+) -> dict[str, Any]:
+    """Write dataset.json, sizes.json and the wids index from the committed shards."""
+    shards = [committed[k] for k in sorted(committed)]
+    sizes = {f"{s['shard']}.tar": int(s["num_samples"]) for s in shards}
+    missing = [shard_name(k) for k in range(num_shards) if k not in committed]
+    reasons: dict[str, int] = {}
+    class_reasons: dict[str, int] = {}
+    for s in shards:
+        for r, n in s.get("reasons", {}).items():
+            reasons[r] = reasons.get(r, 0) + int(n)
+        for r, n in s.get("class_reasons", {}).items():
+            class_reasons[r] = class_reasons.get(r, 0) + int(n)
+    num_images = sum(sizes.values())
+    num_candidates = sum(int(s["num_candidates"]) for s in shards)
+    cfg = record["config"]
+    dataset = {
+        "format": "synthface-webdataset",
+        "format_version": 1,
+        "synthface_version": synthface_version(),
+        "complete": not missing,
+        "missing_shards": missing,
+        "failed_shards": {shard_name(k): v for k, v in sorted(failed.items())},
+        "seed": cfg["seed"],
+        "config": cfg,
+        "config_hash": record["config_hash"],
+        "bank": record["bank"],
+        "models": models,
+        # Labels are identity ids: every planned identity is a class, including
+        # the (few) whose images were all filtered out.
+        "num_classes": record["bank"]["num_ids"],
+        "num_classes_nonempty": sum(len(s.get("labels", [])) for s in shards),
+        "num_images": num_images,
+        "num_candidates": num_candidates,
+        "acceptance_rate": (num_images / num_candidates) if num_candidates else 0.0,
+        "reasons": dict(sorted(reasons.items())),
+        "class_reasons": dict(sorted(class_reasons.items())),
+        "sample": {"key": "{id:07d}_{index:03d}", "jpg": "aligned 112x112 RGB", "cls": "identity id", "json": "metadata"},
+        "shards": [
+            {
+                "name": f"{s['shard']}.tar",
+                "num_samples": int(s["num_samples"]),
+                "num_candidates": int(s["num_candidates"]),
+                "ids": [int(s["id_start"]), int(s["id_stop"])],
+            }
+            for s in shards
+        ],
+    }
+    output.write_json(SIZES_FILE, sizes)
+    output.write_json(
+        WIDS_FILE,
+        {
+            "__kind__": "wids-shard-index-v1",
+            "wids_version": 1,
+            "name": "synthface",
+            # relative URLs: wids resolves them against the index's own location
+            "shardlist": [{"url": name, "nsamples": n} for name, n in sizes.items() if n > 0],
+        },
+    )
+    output.write_json(DATASET_FILE, dataset)
+    return dataset

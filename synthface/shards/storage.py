@@ -1,0 +1,112 @@
+"""The output location: a local folder or any fsspec URL (``s3://bucket/run``).
+
+All shard and manifest IO goes through :class:`Output`, so the same code
+writes to a disk or an object store. Filesystem options come from fsspec's own
+configuration (for example ``FSSPEC_S3='{"endpoint_url": ...}'``), which the
+pipeline forwards to its workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+import fsspec.config
+
+from synthface.errors import InputDataError
+
+
+def fsspec_env() -> dict[str, str]:
+    """The ``FSSPEC_*`` environment variables (fsspec settings) to pass to workers."""
+    return {k: v for k, v in os.environ.items() if k.startswith("FSSPEC_")}
+
+
+def _storage_options(protocol: str) -> dict[str, Any]:
+    # fsspec reads FSSPEC_* only when it is first imported; read them again so
+    # settings made later in this process (tests, notebooks) apply too.
+    conf: dict[str, dict[str, Any]] = {}
+    fsspec.config.set_conf_env(conf)
+    return dict(conf.get(protocol, {}))
+
+
+class Output:
+    """A folder (local or remote) that holds one dataset."""
+
+    def __init__(self, url: str):
+        self.url = str(url).rstrip("/") or "/"
+        protocol = fsspec.core.split_protocol(self.url)[0] or "file"
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **_storage_options(protocol))
+        self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    def __repr__(self) -> str:
+        return f"Output({self.url!r})"
+
+    def path(self, name: str) -> str:
+        return posixpath.join(self.root, name)
+
+    def url_of(self, name: str) -> str:
+        """A URL other tools (webdataset, wids, datasets) can open."""
+        if self.is_local:
+            return os.path.join(self.root, name)
+        return f"{self.url}/{name}"
+
+    def makedirs(self) -> None:
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            return self.fs.cat_file(self.path(name))
+        except FileNotFoundError:
+            raise InputDataError(f"{self.url_of(name)}: not found") from None
+
+    def read_json(self, name: str) -> Any:
+        data = self.read_bytes(name)
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise InputDataError(f"{self.url_of(name)}: not valid JSON ({exc})") from None
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write a file so that readers see either nothing, the old or the whole new file.
+
+        Locally: a temp file in the same folder, fsync, then rename. On object
+        stores a single PUT is already all-or-nothing.
+        """
+        target = self.path(name)
+        if not self.is_local:
+            self.fs.pipe_file(target, data)
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.write_bytes(name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+    def list_names(self, prefix: str = "", suffix: str = "") -> list[str]:
+        """File names directly under the root, filtered by prefix/suffix, sorted."""
+        if not self.fs.exists(self.root):
+            return []
+        self.fs.invalidate_cache(self.root)
+        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.root, detail=False)]
+        return sorted(n for n in names if n.startswith(prefix) and n.endswith(suffix))
+
+    def remove(self, name: str) -> None:
+        path = self.path(name)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)

@@ -1,0 +1,155 @@
+"""`synthface verify OUT`: check a finished dataset end to end.
+
+Every shard is listed in the manifest and committed; every tar reads; each
+sample has well-formed key, ``jpg``/``cls``/``json``; the image decodes at
+112x112; the label matches the key's identity and lies within num_classes;
+keys are unique across shards; counts agree between tar, stats, sizes.json,
+the wids index and dataset.json.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE
+from synthface.shards.storage import Output
+from synthface.shards.writer import ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN
+
+REQUIRED = ("cls", "jpg", "json")
+
+
+@dataclass
+class VerifyReport:
+    shards: int = 0
+    samples: int = 0
+    classes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _read_tar(data: bytes) -> dict[str, dict[str, bytes]]:
+    """key -> {ext: bytes}; raises on a truncated or corrupt tar."""
+    samples: dict[str, dict[str, bytes]] = defaultdict(dict)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, ext = member.name.partition(".")
+            f = tar.extractfile(member)
+            samples[key][ext] = f.read() if f else b""
+    return samples
+
+
+def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200) -> VerifyReport:
+    output = Output(out)
+    report = VerifyReport()
+
+    def problem(text: str) -> None:
+        if len(report.problems) < max_problems:
+            report.problems.append(text)
+
+    if not output.exists(DATASET_FILE):
+        problem(f"{DATASET_FILE} missing: not a finished synthface dataset (did generate complete?)")
+        return report
+    dataset = output.read_json(DATASET_FILE)
+    sizes = output.read_json(SIZES_FILE) if output.exists(SIZES_FILE) else None
+    if sizes is None:
+        problem(f"{SIZES_FILE} missing")
+    wids = output.read_json(WIDS_FILE) if output.exists(WIDS_FILE) else None
+    if wids is None:
+        problem(f"{WIDS_FILE} missing")
+    num_classes = int(dataset.get("num_classes", 0))
+    if not dataset.get("complete", False):
+        problem(f"dataset is incomplete: missing shards {', '.join(dataset.get('missing_shards', []))}")
+
+    listed = {s["name"]: s for s in dataset.get("shards", [])}
+    present = output.list_names("shard-")
+    tars = [n for n in present if n.endswith(".tar")]
+    for name in present:
+        if not SHARD_PATTERN.match(name):
+            problem(f"{name}: stray file (an interrupted write?)")
+    for name in sorted(set(tars) | set(listed)):
+        stem = name[: -len(".tar")]
+        if name not in listed:
+            problem(f"{name}: present but not in {DATASET_FILE} (uncommitted or from another run)")
+        if name not in tars:
+            problem(f"{name}: listed in {DATASET_FILE} but missing")
+            continue
+        if not output.exists(f"{stem}.json"):
+            problem(f"{name}: no {stem}.json commit marker")
+        if not output.exists(f"{stem}.parquet"):
+            problem(f"{name}: no {stem}.parquet")
+
+    seen: dict[str, str] = {}
+    labels: set[int] = set()
+    wids_counts = {s["url"]: s["nsamples"] for s in (wids or {}).get("shardlist", [])}
+    for name in sorted(listed):
+        if name not in tars:
+            continue
+        report.shards += 1
+        stem = name[: -len(".tar")]
+        try:
+            samples = _read_tar(output.read_bytes(name))
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            problem(f"{name}: unreadable tar ({exc})")
+            continue
+        count = len(samples)
+        report.samples += count
+        expected = {"dataset.json": listed[name]["num_samples"]}
+        if sizes is not None:
+            expected[SIZES_FILE] = sizes.get(name)
+        if output.exists(f"{stem}.json"):
+            expected[f"{stem}.json"] = output.read_json(f"{stem}.json").get("num_samples")
+        if wids is not None and (count or name in wids_counts):
+            expected[WIDS_FILE] = wids_counts.get(name)
+        for source, n in expected.items():
+            if n != count:
+                problem(f"{name}: holds {count} samples but {source} says {n}")
+        for key, members in sorted(samples.items()):
+            where = f"{name}:{key}"
+            m = KEY_PATTERN.match(key)
+            if not m:
+                problem(f"{where}: malformed key (expected {{id:07d}}_{{index:03d}})")
+                continue
+            if key in seen:
+                problem(f"{where}: duplicate key (also in {seen[key]})")
+            seen[key] = name
+            missing = [e for e in REQUIRED if e not in members]
+            if missing:
+                problem(f"{where}: missing {', '.join(missing)}")
+                continue
+            try:
+                label = int(members["cls"].decode("ascii").strip())
+            except (UnicodeDecodeError, ValueError):
+                problem(f"{where}: cls is not an integer")
+                continue
+            if not 0 <= label < num_classes:
+                problem(f"{where}: label {label} outside [0, {num_classes})")
+            if label != int(m.group(1)):
+                problem(f"{where}: label {label} does not match the key's identity {int(m.group(1))}")
+            labels.add(label)
+            try:
+                json.loads(members["json"])
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                problem(f"{where}: json does not parse")
+            if check_images:
+                try:
+                    with Image.open(io.BytesIO(members["jpg"])) as img:
+                        img.load()
+                        if img.size != (ALIGNED_SIZE, ALIGNED_SIZE):
+                            problem(f"{where}: jpg is {img.size[0]}x{img.size[1]}, expected 112x112")
+                except Exception as exc:  # noqa: BLE001 - any decode failure is a problem
+                    problem(f"{where}: jpg does not decode ({type(exc).__name__})")
+    report.classes = len(labels)
+    if report.samples != dataset.get("num_images"):
+        problem(f"{DATASET_FILE} says num_images={dataset.get('num_images')} but the shards hold {report.samples}")
+    return report

@@ -1,0 +1,184 @@
+"""Writing one shard: ``shard-NNNNNN.tar`` + ``.parquet``, then ``.json`` (commit).
+
+The tar follows WebDataset conventions: every sample is a group of members
+``{key}.jpg`` (aligned 112x112 crop), ``{key}.cls`` (label as decimal text),
+``{key}.json`` (metadata) and optionally ``{key}.full.jpg``. Members are
+written sorted by key with fixed mtime/uid/gid/mode, so the same samples give
+byte-identical tars on any machine and rerun.
+
+The stats file is written last and atomically: a shard is done exactly when
+its ``.json`` exists. Anything else found for a shard without it is leftovers
+of an interrupted attempt and is overwritten.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from synthface.shards.storage import Output
+
+ALIGNED_SIZE = 112
+TAR_MTIME = 0  # fixed member timestamps: byte-identical tars across reruns
+KEY_PATTERN = re.compile(r"^(\d{7})_(\d{3})$")
+SHARD_PATTERN = re.compile(r"^shard-(\d{6})\.(tar|parquet|json)$")
+
+# Columns of the per-shard candidate table (one row per generated image).
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("id", pa.int64()),
+        ("index", pa.int32()),
+        ("seed", pa.int64()),
+        ("accepted", pa.bool_()),
+        ("reason", pa.string()),
+        ("sim_target", pa.float32()),
+        ("sim_centre", pa.float32()),
+        ("det_score", pa.float32()),
+        ("num_faces", pa.int32()),
+        ("class_kept", pa.bool_()),
+        ("class_reason", pa.string()),
+    ]
+)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}"
+
+
+def sample_key(identity_id: int, image_index: int) -> str:
+    if not 0 <= identity_id < 10**7 or not 0 <= image_index < 1000:
+        raise ValueError(f"key out of range: id {identity_id}, index {image_index}")
+    return f"{identity_id:07d}_{image_index:03d}"
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default).encode("utf-8")
+
+
+@dataclass
+class _Sample:
+    key: str
+    label: int
+    members: dict[str, bytes] = field(default_factory=dict)
+
+
+class ShardWriter:
+    """Collects one shard's samples and candidate rows, then commits them.
+
+    Samples are kept encoded in memory (a shard is tens of MB at most) and
+    written as whole files by :meth:`commit`, so a crash mid-shard leaves no
+    committed half-shard.
+    """
+
+    def __init__(self, output: Output, shard_index: int, jpeg_quality: int = 95):
+        self.output = output
+        self.shard_index = shard_index
+        self.name = shard_name(shard_index)
+        self.jpeg_quality = jpeg_quality
+        self._samples: dict[str, _Sample] = {}
+        self._candidates: list[dict[str, Any]] = []
+
+    @property
+    def num_samples(self) -> int:
+        return len(self._samples)
+
+    def add_sample(
+        self,
+        identity_id: int,
+        image_index: int,
+        aligned: np.ndarray,
+        metadata: dict[str, Any],
+        full_image: np.ndarray | None = None,
+    ) -> str:
+        """Add an accepted image; its label (``cls``) is its identity id."""
+        key = sample_key(identity_id, image_index)
+        if key in self._samples:
+            raise ValueError(f"duplicate sample key {key} in {self.name}")
+        if aligned.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
+            raise ValueError(f"{key}: aligned crop must be 112x112, got {aligned.shape}")
+        sample = _Sample(key=key, label=int(identity_id))
+        sample.members["cls"] = str(int(identity_id)).encode("ascii")
+        sample.members["jpg"] = encode_jpeg(aligned, self.jpeg_quality)
+        sample.members["json"] = to_json_bytes({"key": key, "id": int(identity_id), "index": int(image_index), **metadata})
+        if full_image is not None:
+            sample.members["full.jpg"] = encode_jpeg(full_image, self.jpeg_quality)
+        self._samples[key] = sample
+        return key
+
+    def add_candidate(self, row: dict[str, Any]) -> None:
+        """Record one generated image, accepted or not (a row of the parquet)."""
+        self._candidates.append({name: row.get(name) for name in CANDIDATE_SCHEMA.names})
+
+    def tar_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key in sorted(self._samples):
+                members = self._samples[key].members
+                for ext in sorted(members):
+                    data = members[ext]
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    info.mtime = TAR_MTIME
+                    info.mode = 0o644
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    def parquet_bytes(self) -> bytes:
+        rows = sorted(self._candidates, key=lambda r: (r["id"], r["index"]))
+        table = pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        return buf.getvalue()
+
+    def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """Write tar, parquet, then the stats file (the commit marker). Returns the stats."""
+        stats = dict(stats)
+        stats.update(
+            shard=self.name,
+            shard_index=self.shard_index,
+            num_samples=self.num_samples,
+            num_candidates=len(self._candidates),
+            labels=sorted({s.label for s in self._samples.values()}),
+        )
+        self.output.write_bytes(f"{self.name}.tar", self.tar_bytes())
+        self.output.write_bytes(f"{self.name}.parquet", self.parquet_bytes())
+        self.output.write_json(f"{self.name}.json", stats)  # last: the commit marker
+        return stats
+
+
+def committed_shards(output: Output) -> dict[int, dict[str, Any]]:
+    """Shard index -> stats for every committed shard (its ``.json`` exists)."""
+    done = {}
+    for name in output.list_names("shard-", ".json"):
+        m = SHARD_PATTERN.match(name)
+        if m:
+            done[int(m.group(1))] = output.read_json(name)
+    return done

@@ -1,0 +1,187 @@
+"""Shard writer, manifest, verify and card, without models or Ray."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from synthface.errors import RunStateError
+from synthface.shards.card import write_card
+from synthface.shards.manifest import check_or_start_run, write_manifest
+from synthface.shards.storage import Output
+from synthface.shards.verify import verify_dataset
+from synthface.shards.writer import ShardWriter, committed_shards, sample_key
+
+
+def crop(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, size=(112, 112, 3), dtype=np.uint8)
+
+
+def write_shard(out: Output, index: int, ids: range, per_id: int = 3, reject_every: int = 0) -> dict:
+    writer = ShardWriter(out, index, jpeg_quality=90)
+    for i in ids:
+        for k in range(per_id):
+            accepted = not (reject_every and k % reject_every == reject_every - 1)
+            writer.add_candidate(
+                {"key": sample_key(i, k), "id": i, "index": k, "seed": i * 100 + k, "accepted": accepted,
+                 "reason": None if accepted else "low_intra_sim", "sim_centre": 0.8 if accepted else 0.1,
+                 "class_kept": True}
+            )
+            if accepted:
+                writer.add_sample(i, k, crop(i * 100 + k), {"seed": i * 100 + k, "sim_centre": 0.8})
+    return writer.commit({"id_start": ids.start, "id_stop": ids.stop, "reasons": {}})
+
+
+def make_dataset(root, shards: int = 3, ids_per_shard: int = 2, per_id: int = 3) -> Output:
+    out = Output(str(root))
+    num_ids = shards * ids_per_shard
+    record = {"config": {"seed": 1, "run": {"images_per_id": per_id}}, "config_hash": "abc",
+              "bank": {"path": "bank.parquet", "sha256": "x", "num_ids": num_ids}}
+    check_or_start_run(out, record, restart=False)
+    for k in range(shards):
+        write_shard(out, k, range(k * ids_per_shard, (k + 1) * ids_per_shard), per_id)
+    write_manifest(out, record, committed_shards(out), shards, {}, {"origin": "test"})
+    return out
+
+
+def test_tar_is_deterministic_and_follows_webdataset_layout(tmp_path):
+    a, b = Output(str(tmp_path / "a")), Output(str(tmp_path / "b"))
+    write_shard(a, 7, range(10, 12))
+    write_shard(b, 7, range(10, 12))
+    tar_a = (tmp_path / "a" / "shard-000007.tar").read_bytes()
+    assert tar_a == (tmp_path / "b" / "shard-000007.tar").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(tar_a)) as tar:
+        members = tar.getmembers()
+        names = [m.name for m in members]
+        assert {(m.mtime, m.uid, m.gid, m.uname) for m in members} == {(0, 0, 0, "")}
+        assert names[:3] == ["0000010_000.cls", "0000010_000.jpg", "0000010_000.json"]
+        assert names == sorted(names)
+        assert tar.extractfile("0000011_002.cls").read() == b"11"
+        meta = json.loads(tar.extractfile("0000011_002.json").read())
+        assert meta["id"] == 11 and meta["index"] == 2 and meta["seed"] == 1102
+        assert Image.open(tar.extractfile("0000011_002.jpg")).size == (112, 112)
+
+
+def test_stats_json_is_the_commit_marker_written_last(tmp_path, monkeypatch):
+    out = Output(str(tmp_path))
+    writes = []
+    real = Output.write_bytes
+    monkeypatch.setattr(Output, "write_bytes", lambda self, name, data: (writes.append(name), real(self, name, data)))
+    stats = write_shard(out, 0, range(0, 2), reject_every=3)
+    assert writes == ["shard-000000.tar", "shard-000000.parquet", "shard-000000.json"]
+    assert stats["num_samples"] == 4 and stats["num_candidates"] == 6 and stats["labels"] == [0, 1]
+    table = pq.read_table(tmp_path / "shard-000000.parquet")
+    assert table.num_rows == 6 and table["accepted"].to_pylist().count(False) == 2
+    assert committed_shards(out) == {0: stats}
+    # a shard whose stats file is missing (crash before commit) is not committed
+    (tmp_path / "shard-000000.json").unlink()
+    assert committed_shards(out) == {}
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_failed_write_leaves_no_commit_marker(tmp_path, monkeypatch):
+    out = Output(str(tmp_path))
+    real = Output.write_bytes
+
+    def failing(self, name, data):
+        if name.endswith(".parquet"):
+            raise OSError(28, "No space left on device")
+        return real(self, name, data)
+
+    monkeypatch.setattr(Output, "write_bytes", failing)
+    with pytest.raises(OSError):
+        write_shard(out, 0, range(0, 2))
+    assert committed_shards(out) == {}
+
+
+def test_manifest_verify_and_card(tmp_path):
+    out = make_dataset(tmp_path)
+    dataset = json.loads((tmp_path / "dataset.json").read_text())
+    assert dataset["num_images"] == 18 and dataset["num_classes"] == 6 and dataset["complete"]
+    assert json.loads((tmp_path / "sizes.json").read_text()) == {f"shard-00000{k}.tar": 6 for k in range(3)}
+    wids = json.loads((tmp_path / "wids-index.json").read_text())
+    assert wids["__kind__"] == "wids-shard-index-v1" and [s["nsamples"] for s in wids["shardlist"]] == [6, 6, 6]
+    report = verify_dataset(str(tmp_path))
+    assert report.ok, report.problems
+    assert (report.shards, report.samples, report.classes) == (3, 18, 6)
+    write_card(out)
+    card = (tmp_path / "README.md").read_text()
+    assert "| images (accepted) | 18 |" in card and "card/identities.png" in card
+    assert Image.open(tmp_path / "card" / "identities.png").size[1] == 6 * 112
+    assert Image.open(tmp_path / "card" / "similarity.png").size[0] > 100
+
+
+def _rewrite_tar(path, transform):
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    members = transform(members)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for m, data in members:
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+
+
+def test_verify_catches_corruption(tmp_path):
+    make_dataset(tmp_path)
+    # truncated tar
+    tar = tmp_path / "shard-000001.tar"
+    tar.write_bytes(tar.read_bytes()[:3000])
+    report = verify_dataset(str(tmp_path))
+    assert not report.ok and any("shard-000001.tar" in p for p in report.problems)
+
+
+def test_verify_catches_duplicates_bad_images_labels_and_counts(tmp_path):
+    make_dataset(tmp_path)
+    # copy a sample of shard 0 into shard 2: a duplicate key and a count mismatch
+    with tarfile.open(tmp_path / "shard-000000.tar") as t0:
+        stolen = [(m, t0.extractfile(m).read()) for m in t0.getmembers() if m.name.startswith("0000000_000.")]
+    _rewrite_tar(tmp_path / "shard-000002.tar", lambda ms: ms + stolen)
+
+    # a wrong-size image and an out-of-range label in shard 1
+    def damage(ms):
+        out = []
+        for m, data in ms:
+            if m.name == "0000002_000.jpg":
+                buf = io.BytesIO()
+                Image.new("RGB", (64, 64)).save(buf, format="JPEG")
+                data = buf.getvalue()
+            if m.name == "0000003_001.cls":
+                data = b"99"
+            out.append((m, data))
+        return out
+
+    _rewrite_tar(tmp_path / "shard-000001.tar", damage)
+    problems = "\n".join(verify_dataset(str(tmp_path)).problems)
+    assert "0000000_000: duplicate key" in problems
+    assert "shard-000002.tar: holds 7 samples but sizes.json says 6" in problems
+    assert "0000002_000: jpg is 64x64" in problems
+    assert "0000003_001: label 99 outside [0, 6)" in problems
+
+
+def test_verify_catches_missing_and_uncommitted_shards(tmp_path, cli):
+    make_dataset(tmp_path)
+    (tmp_path / "shard-000001.json").unlink()
+    (tmp_path / "shard-000002.tar").unlink()
+    result = cli("verify", tmp_path)
+    assert result.returncode == 1
+    assert "shard-000001.tar: no shard-000001.json commit marker" in result.stderr
+    assert "shard-000002.tar: listed in dataset.json but missing" in result.stderr
+    assert cli("verify", tmp_path / "nothing").returncode == 1
+
+
+def test_different_config_on_same_output_is_refused_unless_restart(tmp_path):
+    make_dataset(tmp_path)
+    other = {"config": {"seed": 2}, "config_hash": "other", "bank": {"path": "b", "sha256": "x", "num_ids": 6}}
+    with pytest.raises(RunStateError, match="different config.*--restart"):
+        check_or_start_run(Output(str(tmp_path)), other, restart=False)
+    assert (tmp_path / "shard-000000.tar").exists()
+    assert check_or_start_run(Output(str(tmp_path)), other, restart=True) is False
+    assert not list(tmp_path.glob("shard-*")) and not (tmp_path / "dataset.json").exists()
