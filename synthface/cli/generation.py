@@ -1,9 +1,301 @@
-"""CLI commands: generation (filled in by its stage's issue)."""
+"""CLI commands of the generation stage.
+
+- ``synthface models download|check|init-tiny``: the local model folder;
+- ``synthface sample``: a few identities from a bank -> images + a contact sheet;
+- ``synthface bench sample``: CPU/GPU time per image of the generator at several batch sizes.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from synthface.cli.bench import bench_app
+
+models_app = typer.Typer(help="The local model folder: download, check, tiny test folder.", no_args_is_help=True)
+
+
+# ---------------------------------------------------------------- models
+@models_app.command("download")
+def models_download(
+    to: Path = typer.Option(..., "--to", help="Model folder to fill (created if needed)."),
+    lcm_lora: bool = typer.Option(False, "--lcm-lora", help="Also fetch the optional LCM-LoRA (few-step mode)."),
+    revision: str = typer.Option(None, "--revision", help="Pin the FoivosPar/Arc2Face revision (branch, tag, commit)."),
+    detector_repo: str = typer.Option(None, "--detector-repo", help="Hub repo holding scrfd_10g_bnkps.onnx (antelopev2 mirror)."),
+) -> None:
+    """Download Arc2Face, the SD 1.5 parts and the face models from the Hugging Face hub."""
+    from synthface.models.download import download
+
+    def show(f) -> None:
+        typer.echo(f"fetching {f.path}  <- {f.repo}:{f.repo_path}")
+
+    download(to, include_lcm_lora=lcm_lora, revision=revision, detector_repo=detector_repo, progress=show)
+    typer.echo(f"model folder ready: {to} (check it with `synthface models check {to}`)")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@models_app.command("check")
+def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> None:
+    """List which model files are present, which are missing, and how to get them (exit 1 if any required is missing)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from synthface.errors import MissingModelError
+    from synthface.models.check import check, missing_folder_message
+
+    report = check(folder)
+    if not report.exists:
+        raise MissingModelError(missing_folder_message(folder))
+    table = Table(title=f"model folder {folder} (origin: {report.origin})", show_lines=False)
+    for col in ("status", "file", "size", "part", "how to get it"):
+        table.add_column(col, overflow="fold", no_wrap=col == "file")
+    for s in report.files:
+        if s.present:
+            status = "[green]ok[/]"
+        elif s.file.required:
+            status = "[red]MISSING[/]"
+        else:
+            status = "[yellow]optional, absent[/]"
+        how = "" if s.present else f"{s.file.repo} : {s.file.repo_path}"
+        table.add_row(status, s.found_as or s.file.path, _size(s.size), s.file.part, how)
+    Console(width=160).print(table)
+    missing = report.missing_required
+    if missing:
+        typer.echo(
+            f"{len(missing)} required file(s) missing: get them with `synthface models download --to {folder}` "
+            f"(or `synthface models init-tiny DIR` for a tiny test folder)"
+        )
+        raise typer.Exit(1)
+    lcm = next(s for s in report.files if not s.file.required)
+    extra = "" if lcm.present else f"; LCM-LoRA absent (optional: `synthface models download --to {folder} --lcm-lora`)"
+    typer.echo(f"all required model files present{extra}")
+
+
+@models_app.command("init-tiny")
+def models_init_tiny(
+    folder: Path = typer.Argument(..., help="Folder to write (must be empty, absent, or an earlier tiny folder)."),
+    lcm_lora: bool = typer.Option(False, "--lcm-lora", help="Also write a tiny random LCM-LoRA."),
+) -> None:
+    """Write a tiny random-weight model folder (same classes, layout and file formats as the real one)."""
+    from synthface.errors import RunStateError
+    from synthface.models.check import read_manifest
+    from synthface.models.tiny import init_tiny
+
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        manifest = read_manifest(folder) if folder.is_dir() else None
+        if not manifest or manifest.get("origin") != "tiny-random":
+            raise RunStateError(
+                f"refusing to write a tiny model folder into {folder}: it is not empty and not an earlier tiny "
+                "folder (it may hold real weights); choose an empty folder"
+            )
+    init_tiny(folder, with_lcm_lora=lcm_lora)
+    typer.echo(f"tiny random-weight model folder written: {folder}")
+
+
+# ---------------------------------------------------------------- sample
+def parse_ids(text: str) -> list[int]:
+    """``"0,1,5-7"`` -> [0, 1, 5, 6, 7]."""
+    from synthface.errors import InputDataError
+
+    ids: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                ids.extend(range(int(lo), int(hi) + 1))
+            else:
+                ids.append(int(part))
+    except ValueError:
+        raise InputDataError(f"--ids: expected comma-separated integers or ranges like 0,1,5-7, got {text!r}") from None
+    if not ids or min(ids) < 0:
+        raise InputDataError(f"--ids: expected non-negative identity ids, got {text!r}")
+    return list(dict.fromkeys(ids))
+
+
+def read_bank_vectors(path: Path, wanted: list[int]):
+    """Embeddings of ``wanted`` ids from an identity-bank Parquet file -> float32 [len(wanted), 512]."""
+    import numpy as np
+
+    from synthface.errors import InputDataError
+
+    if not path.is_file():
+        raise InputDataError(f"identity bank not found: {path} (write one with `synthface ids sample`)")
+    try:
+        from synthface.identity.bank import read_bank
+    except ImportError:  # the identity stage's reader is optional here: read the two contract columns
+        read_bank = None
+    if read_bank is not None:
+        bank = read_bank(path)
+        ids, embeddings = np.asarray(bank.ids), np.asarray(bank.embeddings, dtype=np.float32)
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path, columns=["id", "embedding"])
+        except Exception as exc:  # pyarrow raises several types for bad files/columns
+            raise InputDataError(f"{path}: not an identity bank with columns 'id' and 'embedding' ({exc})") from None
+        ids = table.column("id").to_numpy()
+        embeddings = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+    index = {int(i): row for row, i in enumerate(ids)}
+    absent = [i for i in wanted if i not in index]
+    if absent:
+        raise InputDataError(f"{path}: no identities with ids {absent[:10]} (the bank has {len(ids)} identities)")
+    return embeddings[[index[i] for i in wanted]]
+
+
+def jitter_fn(cfg):
+    """The identity stage's per-image jitter, or None when it is not available."""
+    try:
+        from synthface.identity.jitter import jitter_identity
+    except ImportError:
+        return None
+    jitter_cfg = getattr(cfg.identity, "jitter", None)
+    if jitter_cfg is None:
+        return None
+    return lambda vector, identity_id, index: jitter_identity(vector, cfg.seed, identity_id, index, jitter_cfg)
+
+
+def sample(
+    models: Path = typer.Option(None, "--models", help="Model folder (default: models_dir of the config)."),
+    bank: Path = typer.Option(..., "--bank", help="Identity bank Parquet file."),
+    ids: str = typer.Option("0,1,2,3", "--ids", help="Identity ids: 0,1,2 or ranges 0-7."),
+    per_id: int = typer.Option(4, "--per-id", min=1, max=100, help="Images per identity."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the PNGs and the contact sheet."),
+    config: str = typer.Option(None, "--config", "-c", help="Factory config YAML."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a key: --set generation.steps=10."),
+    jitter: bool = typer.Option(True, "--jitter/--no-jitter", help="Per-image identity jitter (identity stage)."),
+) -> None:
+    """Generate a few identities from a bank: PNGs plus a contact sheet (identities x images)."""
+    import json
+    import time
+
+    import numpy as np
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from synthface.factory_config import load_factory_config
+    from synthface.generation.generator import Arc2FaceGenerator
+    from synthface.imaging import contact_sheet, save_png
+    from synthface.seeds import image_seed
+
+    cfg = load_factory_config(config, overrides)
+    wanted = parse_ids(ids)
+    vectors = read_bank_vectors(bank, wanted)
+    jitter_vec = jitter_fn(cfg) if jitter else None
+
+    jobs = []  # (identity id, image index, vector, seed)
+    for identity, vector in zip(wanted, vectors):
+        for index in range(per_id):
+            v = jitter_vec(vector, identity, index) if jitter_vec else vector
+            jobs.append((identity, index, np.asarray(v, dtype=np.float32), image_seed(cfg.seed, identity, index)))
+
+    models_dir = models or Path(cfg.models_dir)
+    t0 = time.perf_counter()
+    generator = Arc2FaceGenerator.from_folder(models_dir, cfg.generation)
+    load_s = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+
+    images: dict[tuple[int, int], np.ndarray] = {}
+    t0 = time.perf_counter()
+    columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("sample", total=len(jobs), rate="")
+        batch = cfg.generation.batch_size
+        for start in range(0, len(jobs), batch):
+            chunk = jobs[start : start + batch]
+            result = generator.generate(np.stack([j[2] for j in chunk]), [j[3] for j in chunk])
+            for (identity, index, _, _), image in zip(chunk, result):
+                images[identity, index] = image
+                save_png(image, out / f"{identity:07d}_{index:03d}.png")
+            done = start + len(chunk)
+            progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - t0):.2f} img/s")
+    gen_s = time.perf_counter() - t0
+
+    sheet = contact_sheet(
+        [[images[i, k] for k in range(per_id)] for i in wanted], row_labels=[f"id {i}" for i in wanted]
+    )
+    save_png(sheet, out / "contact_sheet.png")
+    meta = {
+        "generator": generator.describe(),
+        "seed": cfg.seed,
+        "bank": str(bank),
+        "jitter": jitter_vec is not None,
+        "images": [{"id": i, "index": k, "seed": s, "file": f"{i:07d}_{k:03d}.png"} for i, k, _, s in jobs],
+        "load_seconds": round(load_s, 3),
+        "generate_seconds": round(gen_s, 3),
+    }
+    (out / "sample.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    typer.echo(
+        f"wrote {len(jobs)} images of {len(wanted)} identities and contact_sheet.png to {out} "
+        f"({gen_s / len(jobs):.3f} s/image, {generator.describe()['scheduler']} x{generator.steps} steps, "
+        f"jitter {'on' if jitter_vec else 'off'})"
+    )
+
+
+# ---------------------------------------------------------------- bench
+@bench_app.command("sample")
+def bench_sample(
+    models: Path = typer.Option(None, "--models", help="Model folder (default: a fresh tiny folder in a temp dir)."),
+    batch_sizes: str = typer.Option("1,4", "--batch-sizes", help="Batch sizes to time; the first is the baseline."),
+    images: int = typer.Option(8, "--images", min=1, help="Images generated per batch size (after one warm-up batch)."),
+    size: int = typer.Option(64, "--size", min=64, help="Image height and width."),
+    steps: int = typer.Option(10, "--steps", min=1, help="Sampling steps."),
+    config: str = typer.Option(None, "--config", "-c", help="Factory config YAML (generation section used)."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a key: --set generation.guidance=1.0."),
+) -> None:
+    """Time per image of Arc2FaceGenerator at several batch sizes (ratio vs the first batch size)."""
+    import tempfile
+    import time
+
+    import numpy as np
+    import torch
+
+    from synthface.factory_config import load_factory_config
+    from synthface.generation.generator import Arc2FaceGenerator
+    from synthface.models.tiny import init_tiny
+
+    sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+    cfg = load_factory_config(config, [f"generation.height={size}", f"generation.width={size}", f"generation.steps={steps}", *(overrides or [])])
+    tmp = None
+    if models is None:
+        tmp = tempfile.TemporaryDirectory(prefix="synthface-tiny-")
+        models = init_tiny(tmp.name, with_face_models=False)
+    vectors = np.random.default_rng(0).standard_normal((max(sizes + [images]), 512)).astype(np.float32)
+    rows = []
+    for b in sizes:
+        gen_cfg = cfg.generation.model_copy(update={"batch_size": b})
+        generator = Arc2FaceGenerator.from_folder(models, gen_cfg)
+        generator.generate(vectors[:b], list(range(b)))  # warm-up (lazy init, compile)
+        n = max(b, images - images % b)
+        t0 = time.perf_counter()
+        generator.generate(vectors[:n], list(range(n)))
+        rows.append((b, n, (time.perf_counter() - t0) / n))
+    base = rows[0][2]
+    d = generator.describe()
+    typer.echo(
+        f"device {d['device']} dtype {d['dtype']} threads {torch.get_num_threads()} | {size}x{size}, "
+        f"{d['scheduler']} x{d['steps']} steps, guidance {d['guidance']} | models {models}"
+    )
+    typer.echo(f"{'batch':>5} {'images':>6} {'s/image':>9} {'speed-up vs batch ' + str(rows[0][0]):>22}")
+    for b, n, per in rows:
+        typer.echo(f"{b:>5} {n:>6} {per:>9.4f} {base / per:>22.2f}x")
+    if tmp is not None:
+        tmp.cleanup()
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.add_typer(models_app, name="models")
+    app.command("sample")(sample)
