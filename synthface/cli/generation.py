@@ -25,7 +25,7 @@ def models_download(
     detector_repo: str = typer.Option(None, "--detector-repo", help="Hub repo holding scrfd_10g_bnkps.onnx (antelopev2 mirror)."),
 ) -> None:
     """Download Arc2Face, the SD 1.5 parts and the face models from the Hugging Face hub."""
-    from synthface.models.download import download
+    from synthface.models.hub import download
 
     def show(f) -> None:
         typer.echo(f"fetching {f.path}  <- {f.repo}:{f.repo_path}")

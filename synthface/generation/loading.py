@@ -37,7 +37,7 @@ class LoadedParts:
     manifest: dict | None
 
 
-def _load(what: str, path: Path, fn):
+def _load(what: str, path: Path, root: Path, fn):
     try:
         return fn()
     except MissingModelError:
@@ -46,7 +46,7 @@ def _load(what: str, path: Path, fn):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MissingModelError(
             f"could not load the {what} from {path} ({first}); the files look damaged or are not the "
-            f"expected model: fetch them again with `synthface models download --to {path.parent}`"
+            f"expected model: fetch them again with `synthface models download --to {root}`"
         ) from exc
 
 
@@ -69,18 +69,19 @@ def load_parts(root: str | Path, device, dtype) -> LoadedParts:
     root = Path(root)
     require(root, [f.path for f in MODEL_FILES if f.required and f.path.split("/")[0] in GENERATOR_PARTS])
 
-    tokenizer = _load("tokenizer", root / TOKENIZER_DIR, lambda: CLIPTokenizer.from_pretrained(root / TOKENIZER_DIR))
+    tokenizer = _load("tokenizer", root / TOKENIZER_DIR, root, lambda: CLIPTokenizer.from_pretrained(root / TOKENIZER_DIR))
     text_encoder = _load(
         "Arc2Face text encoder",
         root / ENCODER_DIR,
+        root,
         lambda: CLIPTextModel.from_pretrained(root / ENCODER_DIR, dtype=dtype, attn_implementation="sdpa"),
     )
     unet = _load(
-        "Arc2Face UNet", root / UNET_DIR, lambda: UNet2DConditionModel.from_pretrained(root / UNET_DIR, torch_dtype=dtype)
+        "Arc2Face UNet", root / UNET_DIR, root, lambda: UNet2DConditionModel.from_pretrained(root / UNET_DIR, torch_dtype=dtype)
     )
-    vae = _load("VAE", root / VAE_DIR, lambda: AutoencoderKL.from_pretrained(root / VAE_DIR, torch_dtype=dtype))
+    vae = _load("VAE", root / VAE_DIR, root, lambda: AutoencoderKL.from_pretrained(root / VAE_DIR, torch_dtype=dtype))
     sched_path = root / SCHEDULER_DIR / "scheduler_config.json"
-    scheduler_config = _load("scheduler config", sched_path, lambda: json.loads(sched_path.read_text(encoding="utf-8")))
+    scheduler_config = _load("scheduler config", sched_path, root, lambda: json.loads(sched_path.read_text(encoding="utf-8")))
 
     if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
         raise MissingModelError(
@@ -103,4 +104,4 @@ def apply_lcm_lora(unet, weights: Path) -> None:
         unet.fuse_lora(lora_scale=1.0)
         unet.unload_lora()  # keep the fused weights, drop the adapter modules
 
-    _load("LCM-LoRA", weights.parent, load)
+    _load("LCM-LoRA", weights.parent, weights.parent.parent, load)

@@ -7,7 +7,7 @@ functions that need them.
 """
 
 from synthface.models.check import FolderReport, check, require
-from synthface.models.download import download
+from synthface.models.hub import download
 from synthface.models.layout import MODEL_FILES, ModelFile
 from synthface.models.tiny import init_tiny
 
