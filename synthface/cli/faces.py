@@ -1,9 +1,269 @@
-"""CLI commands: faces (filled in by its stage's issue)."""
+"""CLI commands of the face stage: `embed-gallery`, `face-pairs`, `bench faces`.
+
+Model files come from the factory config's ``faces`` section (names relative to
+``models_dir``) unless ``--detector`` / ``--recognizer`` name files directly,
+e.g. the shared test models:
+
+    synthface embed-gallery ../shared/assets/faces/images --out gallery.npy \\
+        --detector ../shared/assets/models/scrfd_500m_kps.onnx \\
+        --recognizer ../shared/assets/models/mobilefacenet_arcface_128d.onnx
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
+
+from synthface.cli.bench import bench_app
+
+PHOTO_DET_SIZE = 640  # ordinary photos: faces can be small, so detect at the usual insightface size
+
+_models_opt = typer.Option(None, "--models", help="Model folder (default: the config's models_dir).")
+_det_opt = typer.Option(None, "--detector", help="SCRFD detector .onnx file (overrides faces.detector).")
+_rec_opt = typer.Option(None, "--recognizer", help="ArcFace-family recognizer .onnx file (overrides faces.recognizer).")
+_config_opt = typer.Option(None, "--config", "-c", help="Factory config YAML (its faces/filter sections are used).")
+_set_opt = typer.Option(None, "--set", help="Override a config key, e.g. --set faces.flip_average=true.")
+
+
+def _load_config(config, overrides, models, detector, recognizer, det_size=None):
+    """The factory config with the command-line model choices applied."""
+    from synthface.factory_config import load_factory_config
+
+    extra = list(overrides or [])
+    cfg = load_factory_config(config, extra)
+    updates = {}
+    if detector:
+        updates["detector"] = str(Path(detector).expanduser().resolve())
+    if recognizer:
+        updates["recognizer"] = str(Path(recognizer).expanduser().resolve())
+    if det_size is not None:
+        updates["det_size"] = det_size
+    faces = cfg.faces.model_validate({**cfg.faces.model_dump(), **updates})
+    return cfg, faces, (models if models is not None else cfg.models_dir)
+
+
+def embed_gallery(
+    images_dir: Path = typer.Argument(..., help="Folder of face photos (one face each; the largest face is used)."),
+    out: Path = typer.Option(Path("gallery.npy"), "--out", "-o", help="Output .npy: float32 [M, D], unit-norm rows."),
+    models: str = _models_opt,
+    detector: str = _det_opt,
+    recognizer: str = _rec_opt,
+    det_size: int = typer.Option(PHOTO_DET_SIZE, "--det-size", help="Detector input size for these photos."),
+    config: str = _config_opt,
+    overrides: list[str] = _set_opt,
+) -> None:
+    """Embed a folder of real face photos: the gallery for novelty screening and the packing prior.
+
+    Writes OUT (one row per embedded image) and OUT with .csv (every image: its row or why it
+    failed). Images that fail are reported and skipped; no embedded image at all is an error.
+    """
+    import csv
+
+    import numpy as np
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from synthface.errors import InputDataError
+    from synthface.faces.analyzer import FaceAnalyzer
+    from synthface.faces.images import list_images, read_rgb
+
+    console = Console(stderr=True)
+    _, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, det_size)
+    paths = list_images(images_dir)
+    if not paths:
+        raise InputDataError(f"no images (.jpg, .png, ...) in {images_dir}")
+    analyzer = FaceAnalyzer.from_config(models_dir, faces_cfg)
+
+    report: list[dict] = []
+    embeddings: list[np.ndarray] = []
+    chunk = max(1, faces_cfg.batch_size)
+    with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeRemainingColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("embed", total=len(paths), rate="")
+        import time
+
+        t0 = time.perf_counter()
+        for start in range(0, len(paths), chunk):
+            batch_paths = paths[start : start + chunk]
+            images, readable, unreadable = [], [], {}
+            for p in batch_paths:
+                try:
+                    images.append(read_rgb(p))
+                    readable.append(p)
+                except InputDataError as exc:
+                    unreadable[p] = str(exc)
+            analyzed = dict(zip(readable, analyzer.analyze(images)))
+            for p in batch_paths:  # report rows in file order
+                if p in unreadable:
+                    report.append({"image": p.name, "row": -1, "status": "failed", "reason": "unreadable", "detail": unreadable[p]})
+                    continue
+                result = analyzed[p]
+                row = {"image": p.name, "row": -1, "det_score": round(result.det_score, 4), "num_faces": result.num_faces}
+                if result.ok:
+                    many = f"{result.num_faces} faces, used the largest" if result.num_faces > 1 else ""
+                    row.update(row=len(embeddings), status="ok", reason="", detail=many)
+                    embeddings.append(result.embedding)
+                else:
+                    row.update(status="failed", reason=result.reason, detail=result.detail or "")
+                report.append(row)
+            progress.update(task, advance=len(batch_paths), rate=f"{(start + len(batch_paths)) / (time.perf_counter() - t0):.1f} img/s")
+
+    failed = [r for r in report if r["status"] != "ok"]
+    for r in failed:
+        console.print(f"  failed: {r['image']}: {r['reason']} ({r['detail']})", highlight=False)
+    if not embeddings:
+        raise InputDataError(f"no face could be embedded from the {len(paths)} images in {images_dir}; nothing written")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gallery = np.stack(embeddings).astype(np.float32)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, gallery)
+    os.replace(tmp, out)
+    csv_path = out.with_suffix(".csv")
+    fields = ["image", "row", "status", "reason", "det_score", "num_faces", "detail"]
+    with open(csv_path.with_name(csv_path.name + ".tmp"), "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(report)
+    os.replace(csv_path.with_name(csv_path.name + ".tmp"), csv_path)
+    typer.echo(
+        f"embedded {len(embeddings)}/{len(paths)} images -> {out} ({gallery.shape[0]} x {gallery.shape[1]} float32); "
+        f"{len(failed)} failed; per-image report {csv_path}"
+    )
+
+
+def face_pairs(
+    images_dir: Path = typer.Argument(..., help="Folder of labelled photos."),
+    pairs: Path = typer.Option(..., "--pairs", help="CSV image_a,image_b,same (paths relative to the folder's parent or names)."),
+    identities: Path = typer.Option(None, "--identities", help="CSV image,identity: also run the filter on candidate sets."),
+    models: str = _models_opt,
+    detector: str = _det_opt,
+    recognizer: str = _rec_opt,
+    det_size: int = typer.Option(PHOTO_DET_SIZE, "--det-size", help="Detector input size for these photos."),
+    config: str = _config_opt,
+    overrides: list[str] = _set_opt,
+) -> None:
+    """Measure a recognizer on labelled pairs, and the filter (at the config's thresholds) on
+    candidate sets of real photos: the numbers the filter defaults are read from."""
+    import csv
+    import json
+
+    import numpy as np
+
+    from synthface.errors import InputDataError
+    from synthface.faces.analyzer import FaceAnalyzer
+    from synthface.faces.images import read_rgb
+    from synthface.filtering.evaluate import candidate_set_stats, pair_stats
+
+    cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, det_size)
+    analyzer = FaceAnalyzer.from_config(models_dir, faces_cfg)
+
+    def read_csv(path: Path) -> list[dict]:
+        if not path.is_file():
+            raise InputDataError(f"file not found: {path}")
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+    pair_rows = read_csv(pairs)
+    try:
+        pair_list = [(Path(r["image_a"]).name, Path(r["image_b"]).name, bool(int(r["same"]))) for r in pair_rows]
+    except (KeyError, ValueError) as exc:
+        raise InputDataError(f"{pairs}: expected columns image_a,image_b,same (0/1): {exc}") from None
+    labels = {}
+    if identities is not None:
+        labels = {Path(r["image"]).name: int(r["identity"]) for r in read_csv(identities)}
+    names = sorted({n for a, b, _ in pair_list for n in (a, b)} | set(labels))
+    results = dict(zip(names, analyzer.analyze([read_rgb(images_dir / n) for n in names])))
+    failed = {n: r.reason for n, r in results.items() if not r.ok}
+    usable = [(a, b, s) for a, b, s in pair_list if a not in failed and b not in failed]
+    sims = np.array([float(results[a].embedding @ results[b].embedding) for a, b, _ in usable])
+    same = np.array([s for *_, s in usable])
+    out = {
+        "recognizer": analyzer.describe(),
+        "images": len(names),
+        "faces_found": len(names) - len(failed),
+        "failed": failed,
+        "pairs": pair_stats(sims, same, threshold=cfg.filter.tau_target),
+    }
+    if labels:
+        named = [n for n in names if n in labels]
+        res = [results[n] for n in named]
+        lab = [labels[n] for n in named]
+        out["candidate_sets_centre_only"] = candidate_set_stats(res, lab, cfg.filter.model_copy(update={"use_target": False})).as_dict()
+        out["candidate_sets_with_target"] = candidate_set_stats(res, lab, cfg.filter, with_target=True).as_dict()
+    typer.echo(json.dumps(out, indent=2))
+
+
+def bench_faces(
+    images_dir: Path = typer.Option(None, "--images", help="Photos to build generated-like 512-px faces from (default: the shared assets' faces)."),
+    models: str = _models_opt,
+    detector: str = _det_opt,
+    recognizer: str = _rec_opt,
+    det_sizes: str = typer.Option("128,256,640", "--det-sizes", help="Detector sizes to time; 640 is the baseline."),
+    limit: int = typer.Option(61, "--limit", help="Use at most this many photos."),
+    repeat: int = typer.Option(3, "--repeat", help="Timed passes per row (best is reported)."),
+    config: str = _config_opt,
+    overrides: list[str] = _set_opt,
+) -> None:
+    """Crops/s for detect + align + embed on generated-like 512-px faces, per detector size and
+    device (CPU; CUDA too when onnxruntime-gpu sees a GPU), against 640 px measured in the same run."""
+    import onnxruntime as ort
+    from rich.console import Console
+    from rich.table import Table
+
+    from synthface.errors import InputDataError
+    from synthface.faces.analyzer import FaceAnalyzer
+    from synthface.faces.bench import generated_like, time_analyzer
+    from synthface.faces.images import list_images, read_rgb
+
+    console = Console(width=max(120, Console().width))
+    if images_dir is None:
+        images_dir = Path(os.environ.get("SYNTHFACE_ASSETS", Path(__file__).resolve().parents[3] / "shared" / "assets")) / "faces" / "images"
+    try:
+        sizes = sorted({int(s) for s in det_sizes.split(",") if s.strip()} | {PHOTO_DET_SIZE})
+    except ValueError:
+        raise InputDataError(f"--det-sizes: expected comma-separated integers, got {det_sizes!r}") from None
+    cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, PHOTO_DET_SIZE)
+    photos = [read_rgb(p) for p in list_images(images_dir)[:limit]]
+    if not photos:
+        raise InputDataError(f"no images in {images_dir}")
+    finder = FaceAnalyzer.from_config(models_dir, faces_cfg)
+    images, reference = [], []
+    for photo, result in zip(photos, finder.analyze(photos)):
+        made = generated_like(photo, result.landmarks) if result.landmarks is not None else None
+        if made is not None:
+            images.append(made[0])
+            reference.append(made[1])
+    if not images:
+        raise InputDataError(f"no face found in the photos of {images_dir}")
+    devices = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
+    rows = []
+    for device in devices:
+        for size in sizes:
+            c = faces_cfg.model_validate({**faces_cfg.model_dump(), "det_size": size, "device": device})
+            rows.append(time_analyzer(FaceAnalyzer.from_config(models_dir, c), images, reference, f"{device} {size}px", repeat))
+    baseline = {r.device: r for r in rows if r.det_size == PHOTO_DET_SIZE}
+    table = Table(title=f"face analysis on {len(images)} generated-like 512-px faces ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})",
+                  title_justify="left")
+    for col in ("device, det size", "faces found", "images/s", "ms/image", "detect s", "align s", "embed s", "landmark err", "speed vs 640"):
+        table.add_column(col, justify="left" if col.startswith("device") else "right")
+    for r in rows:
+        base = baseline[r.device]
+        table.add_row(r.name, f"{r.found}/{r.crops}", f"{r.images_per_s:.1f}", f"{r.ms_per_image:.1f}", f"{r.detect_s:.2f}",
+                      f"{r.align_s:.2f}", f"{r.embed_s:.2f}", f"{r.landmark_err:.3f}",
+                      f"{base.seconds / r.seconds:.2f}x" if r.seconds > 0 else "n/a")
+    console.print(table)
+    console.print(f"models: {finder.describe()['detector']} + {finder.describe()['recognizer']}; flip_average={faces_cfg.flip_average}; "
+                  "images/s = images through detect + align + embed (best of --repeat); "
+                  "landmark err = mean distance to the reference landmarks / inter-ocular distance; "
+                  "'vs 640' = speed-up over 640-px detection in this run", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.command("embed-gallery")(embed_gallery)
+    app.command("face-pairs")(face_pairs)
+    bench_app.command("faces")(bench_faces)

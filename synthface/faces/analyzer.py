@@ -67,10 +67,6 @@ class FaceAnalyzer:
     def embedding_dim(self) -> int:
         return self.recognizer.embedding_dim
 
-    @property
-    def shares_bank_space(self) -> bool:
-        return self.cfg.recognizer_shares_bank_space
-
     def describe(self) -> dict:
         """Model files and settings, for sample metadata and dataset manifests."""
         return {

@@ -55,13 +55,6 @@ class FaceAnalysisConfig(StrictModel):
         False, description="Average the embeddings of the crop and its mirror image (2x recognizer cost)."
     )
     batch_size: int = Field(32, ge=1, le=4096, description="Crops per recognizer call (and images per detector call when the detector takes batches).")
-    recognizer_shares_bank_space: bool = Field(
-        True,
-        description=(
-            "The recognizer embeds into the identity bank's space (true for Arc2Face's arcface.onnx), so "
-            "similarity to the target identity is meaningful and filter.tau_target applies."
-        ),
-    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="onnxruntime device: 'auto' = CUDA when onnxruntime-gpu sees a GPU, else CPU."
     )

@@ -30,10 +30,10 @@ def pair_stats(sims: np.ndarray, same: np.ndarray, threshold: float | None = Non
     cuts = np.unique(np.concatenate([sims, [sims.min() - 1e-6, sims.max() + 1e-6]]))
     accs = np.array([((sims >= t) == same).mean() for t in cuts])
     best = accs.max()
-    # the best-accuracy interval, as the midpoints between neighbouring scores
+    # thresholds t in (lo, hi] give the best accuracy ("same" means sim >= t)
     best_idx = np.flatnonzero(accs == best)
-    lo = float((cuts[best_idx[0] - 1] + cuts[best_idx[0]]) / 2) if best_idx[0] > 0 else float(cuts[0])
-    hi = float(cuts[best_idx[-1]]) if best_idx[-1] < len(cuts) else float(cuts[-1])
+    lo = float(cuts[best_idx[0] - 1]) if best_idx[0] > 0 else float(cuts[0])
+    hi = float(cuts[best_idx[-1]])
     out = {
         "pairs": int(len(sims)),
         "same": int(same.sum()),
