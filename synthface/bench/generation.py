@@ -1,0 +1,618 @@
+"""Generation throughput benchmark: the reference Arc2Face pipeline (A) against our generator (B).
+
+One run, one process, one model folder:
+
+- (A) the way Arc2Face's README samples: diffusers ``StableDiffusionPipeline``
+  with DPM-Solver++ multistep, ``num_images_per_prompt=4``, one identity per
+  call, ``prompt_embeds`` from the Arc2Face conditioning;
+- (B) ``Arc2FaceGenerator`` loaded from the same folder through the production
+  loader, at the same settings, over a batch-size sweep, with its default
+  ``generation.perf`` switches;
+- rows that toggle one perf switch at a time (and the other dtype), all of
+  which keep the output the same up to rounding;
+- separately, rows that change the output (fewer steps, guidance truncation,
+  no guidance, LCM): their speed is shown but never enters B/A.
+
+Warm-up (the first call of each shape, torch.compile included) is timed on its
+own and excluded from images/s. Model weights are random unless ``models_dir``
+points at real ones: timing does not depend on weight values.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthface.bench.random_models import default_size, write_random_model_folder
+from synthface.errors import ConfigError
+
+# The issue's FLOP budget for one 512x512 image with SD 1.5 (per UNet pass, per VAE decode).
+NOMINAL_UNET_TFLOP_512 = 0.84
+NOMINAL_VAE_TFLOP_512 = 2.5
+REFERENCE_IMAGES_PER_PROMPT = 4
+
+PARTS = ("reference", "sweep", "dtype", "switches", "output")
+# One toggle per perf switch; each row flips it against the resolved default.
+SWITCHES = ("compile", "compile_mode", "fuse_qkv", "channels_last", "attention", "compile_vae", "vae_slicing", "inductor_tuning", "cudnn_tf32")
+# Output-changing rows: name -> generation-config overrides.
+OUTPUT_ROWS = ("steps", "guidance_fraction", "no_guidance", "lcm")
+
+
+@dataclass
+class BenchOptions:
+    arch: str = "full"  # "full" (real architecture) or "tiny" (CPU test config)
+    device: str = "auto"
+    dtype: str = "auto"
+    steps: int = 25
+    guidance: float = 3.0
+    size: int | None = None  # image side in pixels; None = 512 full / 128 tiny
+    batch_sizes: tuple[int, ...] | None = None  # None = (4, 8, 16, 32) on CUDA, (4, 8) elsewhere
+    images: int = 32  # timed images per row (rounded up to whole calls)
+    parts: tuple[str, ...] = PARTS
+    switches: tuple[str, ...] | None = None  # None = all applicable on this device
+    outputs: tuple[str, ...] = OUTPUT_ROWS
+    fewer_steps: int = 15
+    truncate_fraction: float = 0.5
+    models_dir: str | None = None  # None = write a random-weight folder
+    work_dir: str | None = None  # where the random folder goes (temp by default)
+    overrides: tuple[str, ...] = ()  # extra --set generation.* overrides for every B row
+    seed: int = 0
+    json_path: str | None = None
+
+
+@dataclass
+class Row:
+    group: str  # reference | generator | dtype | switch | output-changing
+    name: str
+    batch_size: int
+    dtype: str
+    steps: int
+    guidance: float
+    unet_passes_per_image: float
+    images: int = 0
+    seconds: float = 0.0
+    warmup_s: float = 0.0
+    load_s: float = 0.0
+    peak_mem_gib: float | None = None
+    call_s: list[float] = field(default_factory=list)
+    images_per_s: float = 0.0
+    ms_per_image: float = 0.0
+    tflop_per_image: float = 0.0
+    tflops_per_s: float = 0.0
+    vs_reference: float | None = None
+    perf: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sync(device) -> None:
+    import torch
+
+    if getattr(device, "type", device) == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device) -> None:
+    import torch
+
+    if getattr(device, "type", device) == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device) -> float | None:
+    import torch
+
+    if getattr(device, "type", device) == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return None
+
+
+def _free(device) -> None:
+    import torch
+
+    gc.collect()
+    if getattr(device, "type", device) == "cuda":
+        torch.cuda.empty_cache()
+
+
+def time_calls(call: Callable[[int], Any], n_calls: int, images_per_call: int, device) -> dict[str, float]:
+    """Warm up with one call (timed alone), then time ``n_calls`` calls.
+
+    ``call(i)`` runs the i-th call; the warm-up is call -1.
+    """
+    _sync(device)
+    start = time.perf_counter()
+    call(-1)
+    _sync(device)
+    warmup = time.perf_counter() - start
+    _reset_peak(device)
+    call_s = []
+    start = time.perf_counter()
+    for i in range(n_calls):
+        t0 = time.perf_counter()
+        call(i)
+        _sync(device)  # per-call times show the spread; the total is what images/s uses
+        call_s.append(time.perf_counter() - t0)
+    seconds = time.perf_counter() - start
+    images = n_calls * images_per_call
+    return {
+        "call_s": call_s,
+        "warmup_s": warmup,
+        "seconds": seconds,
+        "images": images,
+        "images_per_s": images / seconds,
+        "ms_per_image": 1000.0 * seconds / images,
+        "peak_mem_gib": _peak_gib(device),
+    }
+
+
+def unet_passes(steps: int, guidance: float, guidance_fraction: float = 1.0) -> float:
+    """UNet passes per image: one per step, plus the unconditional pass on guided steps."""
+    guided = 0 if guidance <= 1.0 else min(steps, math.ceil(guidance_fraction * steps - 1e-9))
+    return float(steps + guided)
+
+
+def nominal_tflop(passes: float, height: int, width: int) -> float:
+    """The issue's FLOP count (0.84 TFLOP per UNet pass, 2.5 per VAE decode at 512²), scaled by pixels."""
+    scale = height * width / 512**2
+    return (NOMINAL_UNET_TFLOP_512 * passes + NOMINAL_VAE_TFLOP_512) * scale
+
+
+def count_flops(unet, vae, height: int, width: int, context_dim: int, device, dtype) -> dict[str, float]:
+    """FLOPs of one UNet pass and one VAE decode for one image, counted by torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    latent = torch.randn(1, 4, height // 8, width // 8, device=device, dtype=dtype)
+    context = torch.randn(1, 77, context_dim, device=device, dtype=dtype)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            unet(latent, torch.tensor([500], device=device), context)
+        unet_flops = counter.get_total_flops()
+        with FlopCounterMode(display=False) as counter:
+            vae.decode(latent)
+        vae_flops = counter.get_total_flops()
+    return {"unet_pass_tflop": unet_flops / 1e12, "vae_decode_tflop": vae_flops / 1e12}
+
+
+def identity_vectors(n: int, seed: int):
+    import numpy as np
+
+    vectors = np.random.default_rng(seed).standard_normal((n, 512)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- the generator under test
+
+
+def generation_config(data: dict[str, Any], overrides: Iterable[str] = ()):
+    """A validated GenerationConfig from ``data`` plus ``generation.*`` overrides."""
+    from synthface.config import apply_overrides, validate
+    from synthface.generation.config import GenerationConfig
+
+    stripped = []
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if not key.startswith("generation."):
+            raise ConfigError(f"--set {key}: the generation benchmark takes generation.* keys only")
+        stripped.append(text.strip()[len("generation.") :])
+    return validate(GenerationConfig, apply_overrides(data, stripped), source="bench generate")
+
+
+def load_generator(models_dir: Path, cfg, device, dtype):
+    from synthface.generation.generator import Arc2FaceGenerator
+
+    return Arc2FaceGenerator.from_folder(models_dir, cfg, device=device, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+class GenerationBenchmark:
+    def __init__(self, opts: BenchOptions, log: Callable[[str], None] = print):
+        import torch
+
+        self.opts = opts
+        self.log = log
+        if opts.device == "auto":
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(opts.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("bench generate: --device cuda asked for, but torch sees no CUDA device")
+        on_cuda = self.device.type == "cuda"
+        self.dtype_name = opts.dtype if opts.dtype != "auto" else ("float16" if on_cuda else "float32")
+        if self.dtype_name not in ("float32", "float16", "bfloat16"):
+            raise ConfigError(f"bench generate: --dtype must be auto, float32, float16 or bfloat16, got {opts.dtype!r}")
+        self.size = opts.size or default_size(opts.arch)
+        self.batch_sizes = tuple(opts.batch_sizes or ((4, 8, 16, 32) if on_cuda else (4, 8)))
+        unknown = set(opts.parts) - set(PARTS)
+        if unknown:
+            raise ConfigError(f"bench generate: unknown part(s) {sorted(unknown)}; choose from {list(PARTS)}")
+        self.rows: list[Row] = []
+        self.flops: dict[str, Any] = {}
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    # ---- settings shared by A and B
+    def base_data(self, **extra) -> dict[str, Any]:
+        data = {
+            "scheduler": "dpmsolver++",
+            "steps": self.opts.steps,
+            "guidance": self.opts.guidance,
+            "height": self.size,
+            "width": self.size,
+            "dtype": self.dtype_name,
+            "device": str(self.device),
+        }
+        data.update(extra)
+        return data
+
+    def torch_dtype(self, name: str | None = None):
+        import torch
+
+        return getattr(torch, name or self.dtype_name)
+
+    # ---- the model folder
+    def prepare_models(self) -> Path:
+        if self.opts.models_dir:
+            path = Path(self.opts.models_dir)
+            if not path.is_dir():
+                raise ConfigError(f"bench generate: --models {path} is not a folder")
+            return path
+        if self.opts.work_dir:
+            root = Path(self.opts.work_dir) / f"bench-models-{self.opts.arch}"
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="synthface-bench-")
+            root = Path(self._tmp.name) / f"bench-models-{self.opts.arch}"
+        if (root / "synthface-models.json").is_file():
+            self.log(f"reusing random-weight model folder {root}")
+            return root
+        start = time.perf_counter()
+        self.log(f"writing a random-weight '{self.opts.arch}' model folder to {root} ...")
+        write_random_model_folder(root, self.opts.arch, device=str(self.device), dtype=self.torch_dtype(), seed=self.opts.seed)
+        self.log(f"  written in {time.perf_counter() - start:.1f} s")
+        return root
+
+    # ---- one row of B
+    def time_generator(self, models_dir: Path, group: str, name: str, batch_size: int, data: dict, overrides=(), note="") -> Row:
+        cfg = generation_config({**data, "batch_size": batch_size}, [*self.opts.overrides, *overrides])
+        lcm = cfg.lcm == "on"
+        steps = cfg.lcm_steps if lcm else cfg.steps
+        guidance = cfg.lcm_guidance if lcm else cfg.guidance
+        passes = unet_passes(steps, guidance, 1.0 if lcm else cfg.guidance_fraction)
+        row = Row(group, name, batch_size, cfg.dtype, steps, guidance, passes, note=note)
+        self.log(f"[{group}] {name}: batch {batch_size} ...")
+        generator = None
+        try:
+            _free(self.device)
+            start = time.perf_counter()
+            generator = load_generator(models_dir, cfg, self.device, self.torch_dtype(cfg.dtype))
+            _sync(self.device)
+            row.load_s = time.perf_counter() - start
+            row.perf = dict(getattr(generator, "perf", None).as_dict()) if getattr(generator, "perf", None) is not None else {}
+            vectors = identity_vectors(batch_size, self.opts.seed + 1)
+            n_calls = max(1, math.ceil(self.opts.images / batch_size))
+
+            def call(i: int) -> None:
+                seeds = [self.opts.seed * 1_000_003 + (i + 1) * batch_size + j for j in range(batch_size)]
+                images = generator.generate(vectors, seeds)
+                assert images.shape[0] == batch_size
+
+            self._fill(row, time_calls(call, n_calls, batch_size, self.device))
+        except Exception as exc:  # one failing variant must not lose the other rows
+            if isinstance(exc, ConfigError):
+                raise
+            row.error = f"{type(exc).__name__}: {exc}"[:500]
+            self.log(f"  FAILED: {row.error}")
+        finally:
+            del generator
+            _free(self.device)
+        return self._add(row)
+
+    # ---- A: the reference pipeline
+    def time_reference(self, models_dir: Path) -> Row:
+        import torch
+        from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+        cfg = generation_config(self.base_data(batch_size=REFERENCE_IMAGES_PER_PROMPT, perf=PLAIN_PERF))
+        passes = unet_passes(cfg.steps, cfg.guidance)
+        row = Row("reference", "A: StableDiffusionPipeline", REFERENCE_IMAGES_PER_PROMPT, cfg.dtype, cfg.steps, cfg.guidance, passes)
+        row.note = "Arc2Face README way: one identity per call, num_images_per_prompt=4, DPM-Solver++ multistep"
+        self.log("[reference] A: StableDiffusionPipeline ...")
+        start = time.perf_counter()
+        plain = load_generator(models_dir, cfg, self.device, self.torch_dtype())
+        parts = reference_parts(plain)
+        pipe = StableDiffusionPipeline(
+            vae=parts["vae"],
+            text_encoder=parts["text_encoder"],
+            tokenizer=parts["tokenizer"],
+            unet=parts["unet"],
+            scheduler=DPMSolverMultistepScheduler.from_config(parts["scheduler_config"]),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        _sync(self.device)
+        row.load_s = time.perf_counter() - start
+        self.flops = self._count_flops(parts, cfg)
+        vectors = identity_vectors(max(1, math.ceil(self.opts.images / REFERENCE_IMAGES_PER_PROMPT)) + 1, self.opts.seed + 2)
+
+        def call(i: int) -> None:
+            embeds = parts["prompt_embeds"](vectors[i + 1 : i + 2])
+            out = pipe(
+                prompt_embeds=embeds,
+                num_inference_steps=cfg.steps,
+                guidance_scale=cfg.guidance,
+                num_images_per_prompt=REFERENCE_IMAGES_PER_PROMPT,
+                height=cfg.height,
+                width=cfg.width,
+                generator=torch.Generator(device=self.device).manual_seed(self.opts.seed + i + 1),
+            )
+            assert len(out.images) == REFERENCE_IMAGES_PER_PROMPT
+
+        n_calls = max(1, math.ceil(self.opts.images / REFERENCE_IMAGES_PER_PROMPT))
+        self._fill(row, time_calls(call, n_calls, REFERENCE_IMAGES_PER_PROMPT, self.device))
+        del pipe, parts, plain
+        _free(self.device)
+        return self._add(row)
+
+    def _count_flops(self, parts: dict, cfg) -> dict[str, Any]:
+        counted = count_flops(
+            parts["unet"], parts["vae"], cfg.height, cfg.width, parts["unet"].config.cross_attention_dim, self.device, self.torch_dtype()
+        )
+        info: dict[str, Any] = dict(counted)
+        info["basis"] = "nominal" if self.opts.arch == "full" else "counted"
+        info["nominal_unet_pass_tflop"] = NOMINAL_UNET_TFLOP_512 * cfg.height * cfg.width / 512**2
+        info["nominal_vae_decode_tflop"] = NOMINAL_VAE_TFLOP_512 * cfg.height * cfg.width / 512**2
+        return info
+
+    def tflop_per_image(self, passes: float) -> float:
+        if not self.flops:
+            return nominal_tflop(passes, self.size, self.size)
+        if self.flops["basis"] == "nominal":
+            return nominal_tflop(passes, self.size, self.size)
+        return self.flops["unet_pass_tflop"] * passes + self.flops["vae_decode_tflop"]
+
+    def _fill(self, row: Row, timing: dict[str, float]) -> None:
+        for key, value in timing.items():
+            setattr(row, key, value)
+
+    def _add(self, row: Row) -> Row:
+        self.rows.append(row)
+        self._write_json()  # after every row: a run cut short keeps what it measured
+        return row
+
+    # ---- the run
+    def run(self) -> dict[str, Any]:
+        opts = self.opts
+        _quiet_loaders()
+        models_dir = self.prepare_models()
+        self.models_dir = models_dir
+        base = self.base_data()
+        if "reference" in opts.parts:
+            self.time_reference(models_dir)
+        elif not self.flops:
+            self.flops = self._flops_without_reference(models_dir)
+
+        best_bs = self.batch_sizes[0]
+        if "sweep" in opts.parts:
+            sweep = [self.time_generator(models_dir, "generator", f"B: generator b{bs}", bs, base) for bs in self.batch_sizes]
+            ok = [r for r in sweep if r.error is None]
+            if ok:
+                best_bs = max(ok, key=lambda r: r.images_per_s).batch_size
+        self.best_batch_size = best_bs
+
+        if "dtype" in opts.parts:
+            if self.device.type == "cuda":
+                other = "bfloat16" if self.dtype_name == "float16" else "float16"
+                self.time_generator(models_dir, "dtype", f"dtype {other}", best_bs, {**base, "dtype": other})
+            else:
+                self.log("[dtype] skipped: fp16/bf16 rows need CUDA")
+
+        if "switches" in opts.parts:
+            for name, data, note in self.switch_variants(base):
+                self.time_generator(models_dir, "switch", name, best_bs, data, note=note)
+
+        if "output" in opts.parts:
+            for name, data, note in self.output_variants(base, models_dir):
+                self.time_generator(models_dir, "output-changing", name, best_bs, data, note=note)
+
+        result = self.result()
+        self._write_json()
+        return result
+
+    def _flops_without_reference(self, models_dir: Path) -> dict[str, Any]:
+        cfg = generation_config(self.base_data(batch_size=1, perf=PLAIN_PERF))
+        plain = load_generator(models_dir, cfg, self.device, self.torch_dtype())
+        try:
+            return self._count_flops(reference_parts(plain), cfg)
+        finally:
+            del plain
+            _free(self.device)
+
+    def switch_variants(self, base: dict) -> list[tuple[str, dict, str]]:
+        """One row per perf switch, flipped against its resolved default on this device."""
+        from synthface.generation.speed import resolve
+
+        default = resolve(generation_config(base).perf, self.device)
+        wanted = self.opts.switches or SWITCHES
+        unknown = set(wanted) - set(SWITCHES)
+        if unknown:
+            raise ConfigError(f"bench generate: unknown switch(es) {sorted(unknown)}; choose from {list(SWITCHES)}")
+        on_cuda = self.device.type == "cuda"
+        rows: list[tuple[str, dict, str]] = []
+
+        def flip(key: str, note: str = "") -> None:
+            value = getattr(default, key)
+            rows.append((f"{key}={'off' if value else 'on'}", {**base, "perf": {key: not value}}, note))
+
+        asked = set(self.opts.switches or ())
+        for key in wanted:
+            if key in ("compile", "fuse_qkv", "channels_last", "vae_slicing"):
+                flip(key)
+            elif key == "attention":
+                other = "classic" if default.attention == "sdpa" else "sdpa"
+                rows.append((f"attention={other}", {**base, "perf": {"attention": other}}, "explicit softmax(QK^T)V vs torch SDPA"))
+            elif key == "compile_vae" and (default.compile or key in asked):
+                flip(key, "VAE decoder compiled too")
+            elif key == "inductor_tuning" and (default.compile or key in asked):
+                flip(key, "diffusers' inductor flags (only with compile)")
+            elif key == "compile_mode" and default.compile:
+                for mode in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+                    if mode != default.compile_mode:
+                        rows.append((f"compile_mode={mode}", {**base, "perf": {"compile_mode": mode}}, ""))
+            elif key == "cudnn_tf32" and on_cuda:
+                rows.append(("cudnn_benchmark=off,tf32=off", {**base, "perf": {"cudnn_benchmark": False, "tf32": False}}, ""))
+        return rows
+
+    def output_variants(self, base: dict, models_dir: Path) -> list[tuple[str, dict, str]]:
+        opts = self.opts
+        rows: list[tuple[str, dict, str]] = []
+        for key in opts.outputs:
+            if key == "steps" and opts.fewer_steps < opts.steps:
+                rows.append((f"steps={opts.fewer_steps}", {**base, "steps": opts.fewer_steps}, "fewer solver steps"))
+            elif key == "guidance_fraction" and opts.guidance > 1.0:
+                rows.append(
+                    (f"guidance_fraction={opts.truncate_fraction}", {**base, "guidance_fraction": opts.truncate_fraction}, "guidance truncation")
+                )
+            elif key == "no_guidance" and opts.guidance > 1.0:
+                rows.append(("guidance=1.0", {**base, "guidance": 1.0}, "no classifier-free guidance (one UNet pass per step)"))
+            elif key == "lcm":
+                if (models_dir / "lcm-lora").is_dir():
+                    rows.append(("lcm (LCM-LoRA)", {**base, "lcm": "on", "scheduler": "lcm"}, "LCM-LoRA few-step mode"))
+                else:
+                    self.log("[output] lcm skipped: no lcm-lora/ in the model folder")
+        return rows
+
+    # ---- report
+    def reference_row(self) -> Row | None:
+        return next((r for r in self.rows if r.group == "reference" and r.error is None), None)
+
+    def result(self) -> dict[str, Any]:
+        ref = self.reference_row()
+        for row in self.rows:
+            if row.error is None and row.images_per_s > 0:
+                row.tflop_per_image = self.tflop_per_image(row.unet_passes_per_image)
+                row.tflops_per_s = row.tflop_per_image * row.images_per_s
+                if ref is not None and row is not ref:
+                    row.vs_reference = row.images_per_s / ref.images_per_s
+        sweep = [r for r in self.rows if r.group == "generator" and r.error is None]
+        best = max(sweep, key=lambda r: r.images_per_s) if sweep else None
+        same_batch = next((r for r in sweep if r.batch_size == REFERENCE_IMAGES_PER_PROMPT), None)
+        summary = {
+            "reference_images_per_s": ref.images_per_s if ref else None,
+            "best_batch_size": best.batch_size if best else None,
+            "best_images_per_s": best.images_per_s if best else None,
+            "b_over_a": (best.images_per_s / ref.images_per_s) if best and ref else None,
+            "b_over_a_same_batch": (same_batch.images_per_s / ref.images_per_s) if same_batch and ref else None,
+            "best_tflops_per_s": best.tflops_per_s if best else None,
+            "first_images_s": (best.load_s + best.warmup_s) if best else None,
+        }
+        return {
+            "benchmark": "synthface bench generate",
+            "started": self.started,
+            "machine": machine_info(self.device),
+            "settings": {
+                "arch": self.opts.arch,
+                "device": str(self.device),
+                "dtype": self.dtype_name,
+                "size": self.size,
+                "steps": self.opts.steps,
+                "guidance": self.opts.guidance,
+                "scheduler": "dpmsolver++",
+                "batch_sizes": list(self.batch_sizes),
+                "timed_images_per_row": self.opts.images,
+                "models_dir": str(getattr(self, "models_dir", "")),
+                "weights": "given folder" if self.opts.models_dir else "random",
+                "overrides": list(self.opts.overrides),
+            },
+            "flops": self.flops,
+            "summary": summary,
+            "rows": [asdict(r) for r in self.rows],
+        }
+
+    def _write_json(self) -> None:
+        if self.opts.json_path:
+            path = Path(self.opts.json_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(json.dumps(self.result(), indent=2, default=str), encoding="utf-8")
+            os.replace(tmp, path)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+# Every switch off: the modules of the plain generator are what the reference pipeline runs.
+PLAIN_PERF = {"channels_last": False, "fuse_qkv": False, "compile": False, "compile_vae": False, "attention": "sdpa"}
+
+
+def reference_parts(generator) -> dict[str, Any]:
+    """The loaded modules of a (plain) generator, for building the reference pipeline.
+
+    The pipeline gets the very modules the production loader produced, and the
+    identity conditioning is the generator's own (Arc2Face's prompt with the ID
+    vector in the ``id`` token slot).
+    """
+    import torch
+
+    def prompt_embeds(vectors):
+        return generator.conditioner.encode(torch.from_numpy(vectors)).to(generator.dtype)
+
+    return {
+        "unet": generator.unet,
+        "vae": generator.vae,
+        "text_encoder": generator.text_encoder,
+        "tokenizer": generator.parts.tokenizer,
+        "scheduler_config": generator.parts.scheduler_config,
+        "prompt_embeds": prompt_embeds,
+    }
+
+
+def _quiet_loaders() -> None:
+    """No per-load progress bars: the benchmark loads the models once per row."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+def machine_info(device) -> dict[str, Any]:
+    import diffusers
+    import torch
+
+    info: dict[str, Any] = {
+        "host_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "device": str(device),
+    }
+    try:
+        info["load_avg_1min"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    if getattr(device, "type", device) == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_mem_gib"] = props.total_memory / 2**30
+        info["cuda"] = torch.version.cuda
+    return info

@@ -1,0 +1,115 @@
+"""Random-weight model folders for the generation benchmark.
+
+Timing does not depend on weight values, so the benchmark builds the real
+Arc2Face architecture (SD 1.5 UNet, CLIP ViT-L/14 text encoder, SD VAE) from
+configs with random weights and writes it in the production folder layout, so
+that the generator under test goes through the production loader. ``tiny``
+reuses the model folder's own ``init-tiny`` writer (the CPU test config).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ARCHES = ("full", "tiny")
+
+# SD 1.5 / Arc2Face UNet (arc2face/config.json): 320/640/1280/1280, cross-attention 768.
+SD15_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+# SD 1.5 VAE (vae/config.json).
+SD15_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+# CLIP ViT-L/14 text tower (Arc2Face encoder/config.json).
+CLIP_L14_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+)
+
+
+def default_size(arch: str) -> int:
+    """Image side in pixels the benchmark uses by default for ``arch``."""
+    return 512 if arch == "full" else 128
+
+
+def write_random_model_folder(
+    root: str | Path, arch: str = "full", device: str = "cpu", dtype=None, seed: int = 0, with_lcm_lora: bool = True
+) -> Path:
+    """Write a random-weight Arc2Face model folder (production layout) at ``root``.
+
+    ``full`` builds the real architecture (about 1.07 B parameters); modules are
+    created directly on ``device`` (fast init on a GPU) and saved in ``dtype``.
+    ``tiny`` is the folder ``synthface models init-tiny`` writes. With
+    ``with_lcm_lora`` a random LoRA in the LCM-LoRA file format goes to
+    ``lcm-lora/`` (the generator fuses it, so its cost per step is the base UNet's).
+    """
+    import torch
+
+    from synthface.models import tiny as tiny_models
+    from synthface.models.layout import ENCODER_DIR, LCM_LORA_DIR, SCHEDULER_DIR, TOKENIZER_DIR, UNET_DIR, VAE_DIR
+
+    if arch not in ARCHES:
+        raise ValueError(f"arch must be one of {ARCHES}, got {arch!r}")
+    root = Path(root)
+    if arch == "tiny":
+        return tiny_models.init_tiny(root, with_lcm_lora=with_lcm_lora, with_face_models=False)
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    root.mkdir(parents=True, exist_ok=True)
+    dtype = dtype or torch.float32
+    torch.manual_seed(seed)
+    # The tokenizer only has to split the Arc2Face prompt; its ids fit the full
+    # 49408-entry embedding table, so the encoder keeps its real size.
+    tok_vocab = tiny_models.write_tiny_tokenizer(root / TOKENIZER_DIR)
+    text_cfg = CLIPTextConfig(
+        **CLIP_L14_TEXT, bos_token_id=tok_vocab - 2, eos_token_id=tok_vocab - 1, pad_token_id=tok_vocab - 1
+    )
+    with torch.device(device):
+        encoder = CLIPTextModel(text_cfg).to(dtype).eval()
+        tiny_models.write_legacy_text_encoder(encoder, root / ENCODER_DIR, dtype=dtype)
+        del encoder
+        unet = UNet2DConditionModel(**SD15_UNET).to(dtype)
+        unet.save_pretrained(root / UNET_DIR, safe_serialization=True)
+        if with_lcm_lora:
+            # The published LCM-LoRA for SD 1.5 has rank 64.
+            tiny_models.write_tiny_lcm_lora(unet, root / LCM_LORA_DIR, rank=64)
+        del unet
+        vae = AutoencoderKL(**SD15_VAE).to(dtype)
+        vae.save_pretrained(root / VAE_DIR, safe_serialization=True)
+        del vae
+    (root / SCHEDULER_DIR).mkdir(parents=True, exist_ok=True)
+    (root / SCHEDULER_DIR / "scheduler_config.json").write_text(
+        json.dumps(tiny_models.SD15_SCHEDULER_CONFIG, indent=2), encoding="utf-8"
+    )
+    names = ("arc2face", "encoder", "sd15") + (("lcm-lora",) if with_lcm_lora else ())
+    parts = {name: {"repo": "bench-random (full-size architecture)", "revision": None} for name in names}
+    tiny_models.write_manifest(root, "bench-random", parts, {"seed": seed, "arch": arch})
+    return root

@@ -1,0 +1,117 @@
+"""`synthface bench generate` on the CPU with the tiny config: structure, never speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from synthface.bench.generation import nominal_tflop, unet_passes
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Registers the command the way cli/main.py does (idempotent), then runs the CLI.
+RUN_CLI = (
+    "import sys; from synthface.cli import bench_generate, main; "
+    "bench_generate.register(main.app); main.main(sys.argv[1:])"
+)
+
+
+def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", RUN_CLI, "bench", "generate", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_flop_model_matches_the_issue():
+    # 25 steps with guidance: 50 UNet passes; 0.84 each + 2.5 for the VAE at 512².
+    assert unet_passes(25, 3.0) == 50
+    assert unet_passes(25, 1.0) == 25
+    assert unet_passes(25, 3.0, 0.5) == 38  # guidance on the first ceil(12.5) = 13 steps
+    assert nominal_tflop(50, 512, 512) == pytest.approx(44.5)
+    assert nominal_tflop(50, 1024, 1024) == pytest.approx(4 * 44.5)
+
+
+def test_full_architecture_is_sd15_sized_and_counts_the_issue_flops():
+    """The random 'full' folder has the real sizes: SD 1.5 UNet, SD VAE, CLIP ViT-L/14 text tower."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from synthface.bench.generation import count_flops
+    from synthface.bench.random_models import CLIP_L14_TEXT, SD15_UNET, SD15_VAE
+
+    with torch.device("meta"):  # shapes only: no memory, no compute
+        unet = UNet2DConditionModel(**SD15_UNET).eval()
+        vae = AutoencoderKL(**SD15_VAE).eval()
+        text = CLIPTextModel(CLIPTextConfig(**CLIP_L14_TEXT))
+    # Published parameter counts of SD 1.5's UNet and VAE and CLIP ViT-L/14's text tower.
+    assert sum(p.numel() for p in unet.parameters()) == 859_520_964
+    assert sum(p.numel() for p in vae.parameters()) == 83_653_863
+    assert sum(p.numel() for p in text.parameters()) == 123_060_480
+    flops = count_flops(unet, vae, 512, 512, 768, "meta", torch.float32)
+    assert flops["unet_pass_tflop"] == pytest.approx(0.84, rel=0.1)
+    assert flops["vae_decode_tflop"] == pytest.approx(2.5, rel=0.1)
+
+
+def test_tiny_benchmark_runs_end_to_end_on_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench(
+        "--tiny", "--device", "cpu", "--size", "64", "--steps", "2", "--images", "2",
+        "--batch-sizes", "1,2", "--switches", "channels_last", "--outputs", "steps,lcm", "--fewer-steps", "1",
+        "--work-dir", tmp_path, "--json", out,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "B/A =" in proc.stdout and "OUTPUT-CHANGING" in proc.stdout
+    result = json.loads(out.read_text())
+
+    rows = {r["name"]: r for r in result["rows"]}
+    groups = [r["group"] for r in result["rows"]]
+    assert groups.count("reference") == 1
+    assert [r["batch_size"] for r in result["rows"] if r["group"] == "generator"] == [1, 2]
+    assert "channels_last=on" in rows  # CPU default is off, so the row turns it on
+    assert {"steps=1", "lcm (LCM-LoRA)"} <= set(rows)
+    for row in result["rows"]:
+        assert row["error"] is None, row
+        for key in ("images_per_s", "ms_per_image", "seconds", "warmup_s", "tflop_per_image", "tflops_per_s"):
+            assert row[key] > 0, (row["name"], key)
+        assert len(row["call_s"]) == -(-2 // row["batch_size"])  # whole calls covering --images
+        assert row["peak_mem_gib"] is None  # no GPU memory to report on a CPU
+
+    ref = next(r for r in result["rows"] if r["group"] == "reference")
+    assert ref["batch_size"] == 4 and ref["images"] == 4  # one identity, num_images_per_prompt=4
+    assert ref["unet_passes_per_image"] == 4  # 2 steps with guidance
+    # Output-changing settings really reach the generator.
+    assert rows["steps=1"]["steps"] == 1 and rows["steps=1"]["unet_passes_per_image"] == 2
+    assert rows["lcm (LCM-LoRA)"]["guidance"] == 1.0
+    assert rows["lcm (LCM-LoRA)"]["unet_passes_per_image"] == rows["lcm (LCM-LoRA)"]["steps"]
+    assert rows["channels_last=on"]["perf"]["channels_last"] is True
+    assert rows["B: generator b1"]["perf"]["channels_last"] is False
+
+    # B/A comes from this run's rows; output-changing rows never enter it.
+    summary = result["summary"]
+    sweep = [r for r in result["rows"] if r["group"] == "generator"]
+    best = max(sweep, key=lambda r: r["images_per_s"])
+    assert summary["best_batch_size"] == best["batch_size"]
+    assert summary["b_over_a"] == pytest.approx(best["images_per_s"] / ref["images_per_s"])
+    assert summary["b_over_a_same_batch"] is None  # no batch-4 row in this sweep
+    for row in result["rows"]:
+        if row is not ref:
+            assert row["vs_reference"] == pytest.approx(row["images_per_s"] / ref["images_per_s"])
+    assert result["flops"]["basis"] == "counted" and result["flops"]["unet_pass_tflop"] > 0
+    assert result["settings"]["arch"] == "tiny" and result["machine"]["device"] == "cpu"
+
+
+def test_bad_options_give_one_line_and_exit_2(tmp_path):
+    proc = run_bench("--tiny", "--parts", "reference,warp", "--json", tmp_path / "x.json", timeout=120)
+    assert proc.returncode == 2
+    assert "unknown part" in proc.stderr and "warp" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_bench("--tiny", "--batch-sizes", "4,x", "--json", tmp_path / "x.json", timeout=120)
+    assert proc.returncode == 2 and "--batch-sizes" in proc.stderr
