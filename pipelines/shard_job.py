@@ -110,13 +110,12 @@ def run_shard_job(
             full_images.update(zip(batch, images))
 
     # Filter each identity as a class. The bank embedding is the target when
-    # the analyzer embeds into the bank's space; otherwise the filter judges
-    # the class by its own centre only.
+    # the recognizer's embeddings have its size (whether the filter trusts the
+    # similarity is its own setting, filter.use_target); otherwise the filter
+    # judges the class by its centre only.
     t = time.perf_counter()
     decisions = {}
-    same_space = bool(getattr(stages.analyzer, "shares_bank_space", True)) and (
-        stages.analyzer.embedding_dim == embeddings.shape[1]
-    )
+    same_space = stages.analyzer.embedding_dim == embeddings.shape[1]
     for i in ids:
         target = embeddings[i] if same_space else None
         decisions[i] = stages.id_filter.filter_class(target, [results[(i, k)] for k in range(settings.images_per_id)])

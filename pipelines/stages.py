@@ -45,9 +45,7 @@ def make_jitter(cfg: FactoryConfig):
 
 def load_bank_embeddings(path: str, max_ids: int | None = None) -> np.ndarray:
     """The bank's embeddings as a float32 [N, D] array indexed by identity id."""
-    from synthface.identity.bank import read_bank
-
-    bank = read_bank(path)
+    bank = _read_bank(path)
     ids = np.asarray(bank.ids)
     if not np.array_equal(ids, np.arange(len(ids))):
         raise InputDataError(f"{path}: identity ids must be dense from 0 in order (the bank contract)")
@@ -55,3 +53,9 @@ def load_bank_embeddings(path: str, max_ids: int | None = None) -> np.ndarray:
     if max_ids is not None:
         embeddings = embeddings[:max_ids]
     return np.ascontiguousarray(embeddings)
+
+
+def _read_bank(path: str):
+    from synthface.identity.bank import read_bank
+
+    return read_bank(path)

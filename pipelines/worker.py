@@ -32,13 +32,13 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
     )
 
 
-def check_bank_space(stages: Stages, bank_dim: int) -> None:
-    """A recognizer said to share the bank's space must give embeddings of its size."""
-    analyzer = stages.analyzer
-    if getattr(analyzer, "shares_bank_space", False) and analyzer.embedding_dim != bank_dim:
+def check_bank_space(cfg: FactoryConfig, stages: Stages, bank_dim: int) -> None:
+    """A filter told to judge by the target needs embeddings of the bank's size."""
+    dim = stages.analyzer.embedding_dim
+    if getattr(cfg.filter, "use_target", False) and dim != bank_dim:
         raise ConfigError(
-            f"'faces.recognizer_shares_bank_space' is true but the recognizer gives {analyzer.embedding_dim}-d "
-            f"embeddings and the bank holds {bank_dim}-d identities; set it to false (and filter.use_target: false)"
+            f"'filter.use_target' is true but the recognizer gives {dim}-d embeddings and the bank holds "
+            f"{bank_dim}-d identities, so they are not one space; set filter.use_target: false"
         )
 
 
@@ -60,7 +60,7 @@ class ShardWorker:
             self.output = Output(out_url)
             self.embeddings = embeddings
             self.stages = stages_factory(self.cfg)
-            check_bank_space(self.stages, embeddings.shape[1])
+            check_bank_space(self.cfg, self.stages, embeddings.shape[1])
         except Exception as exc:  # noqa: BLE001 - reported by ready()
             self.init_error = exc
             self.init_traceback = traceback.format_exc()

@@ -38,3 +38,25 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole test session (2 CPUs, no dashboard); yields its address.
+
+    Pipeline tests run workers on it; a test that launches a driver in a
+    subprocess passes it ``--ray-address`` so no second cluster starts.
+    """
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A tiny random-weight model folder (all Arc2Face parts + face models), written once."""
+    from synthface.models.tiny import init_tiny
+
+    return init_tiny(tmp_path_factory.mktemp("tiny-models") / "models")
