@@ -54,8 +54,9 @@ def _const(name: str, array) -> "object":
     return numpy_helper.from_array(np.asarray(array, dtype=np.float32), name)
 
 
-def build_tiny_detector(seed: int = 0):
-    """The biased tiny SCRFD-signature detector as an ``onnx.ModelProto``."""
+def build_tiny_detector(seed: int = 0, fixed_batch_1: bool = False):
+    """The biased tiny SCRFD-signature detector as an ``onnx.ModelProto``; ``fixed_batch_1``
+    exports it like buffalo's det_*.onnx (input [1,3,H,W], outputs [K,C])."""
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(seed)
@@ -63,9 +64,9 @@ def build_tiny_detector(seed: int = 0):
     feat_ch = 4
     inits += [_const("zero_w", np.zeros((1, 3, 1, 1))), _const("one_b", [1.0]), _const("half", [0.5]),
               _const("minus_one", [-1.0])]
-    inits.append(helper.make_tensor("kps_shape", TensorProto.INT64, [3], [0, -1, 10]))
-    inits.append(helper.make_tensor("box_shape", TensorProto.INT64, [3], [0, -1, 4]))
-    inits.append(helper.make_tensor("score_shape", TensorProto.INT64, [3], [0, -1, 1]))
+    out_shape = (lambda c: [-1, c]) if fixed_batch_1 else (lambda c: [0, -1, c])
+    for name, c in (("kps_shape", 10), ("box_shape", 4), ("score_shape", 1)):
+        inits.append(helper.make_tensor(name, TensorProto.INT64, [len(out_shape(c))], out_shape(c)))
     outputs = {"score": [], "bbox": [], "kps": []}
     for s in STRIDES:
         p = f"s{s}_"
@@ -115,9 +116,11 @@ def build_tiny_detector(seed: int = 0):
             nodes.append(helper.make_node("Reshape", [p + head + "_t", shape], [out]))
             outputs[head].append(out)
 
-    inp = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    inp = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1 if fixed_batch_1 else "N", 3, "H", "W"])
     outs = [
-        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", f"K{name.split('_')[1]}", c])
+        helper.make_tensor_value_info(
+            name, TensorProto.FLOAT, ([] if fixed_batch_1 else ["N"]) + [f"K{name.split('_')[1]}", c]
+        )
         for head, c in (("score", 1), ("bbox", 4), ("kps", 10))
         for name in outputs[head]
     ]
@@ -127,8 +130,10 @@ def build_tiny_detector(seed: int = 0):
     return model
 
 
-def build_tiny_recognizer(seed: int = 1, dim: int = 512):
-    """The tiny ArcFace-signature recognizer as an ``onnx.ModelProto``."""
+def build_tiny_recognizer(seed: int = 1, dim: int = 512, layout: str = "NCHW", normalise_inside: bool = False):
+    """The tiny ArcFace-signature recognizer as an ``onnx.ModelProto``. ``layout='NHWC'`` and
+    ``normalise_inside`` (input 0..255, Sub/Mul at the start of the graph, like the shared
+    MobileFaceNet) give the variants the loader must tell apart; all compute the same function."""
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(seed)
@@ -140,15 +145,25 @@ def build_tiny_recognizer(seed: int = 1, dim: int = 512):
         _const("fc_w", rng.normal(0, 1.0 / np.sqrt(feat), (feat, dim))),
         _const("fc_b", np.zeros(dim)),
     ]
-    nodes = [
-        helper.make_node("Conv", ["input.1", "conv_w", "conv_b"], ["conv"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    nodes = []
+    x = "input.1"
+    if layout == "NHWC":
+        nodes.append(helper.make_node("Transpose", [x], ["nchw"], perm=[0, 3, 1, 2]))
+        x = "nchw"
+    if normalise_inside:
+        inits += [_const("mean", [127.5]), _const("inv_std", [1 / 127.5])]
+        nodes += [helper.make_node("Sub", [x, "mean"], ["centred_px"]), helper.make_node("Mul", ["centred_px", "inv_std"], ["scaled_px"])]
+        x = "scaled_px"
+    nodes += [
+        helper.make_node("Conv", [x, "conv_w", "conv_b"], ["conv"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
         helper.make_node("AveragePool", ["conv"], ["thumb"], kernel_shape=[8, 8], strides=[8, 8]),  # 56 -> 7
         helper.make_node("Flatten", ["thumb"], ["flat"], axis=1),
         helper.make_node("ReduceMean", ["flat"], ["flat_mean"], axes=[1], keepdims=1),
         helper.make_node("Sub", ["flat", "flat_mean"], ["centred"]),
         helper.make_node("Gemm", ["centred", "fc_w", "fc_b"], ["embedding"]),
     ]
-    inp = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])
+    shape = ["N", 112, 112, 3] if layout == "NHWC" else ["N", 3, 112, 112]
+    inp = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, shape)
     out = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", dim])
     graph = helper.make_graph(nodes, "tiny_arcface", [inp], [out], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="synthface-tiny")
