@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +25,27 @@ def asset_config(assets: Path, **kw) -> FaceAnalysisConfig:
     )
 
 
+@functools.lru_cache(maxsize=2)
+def analyze_asset_photos(assets: Path):
+    """(analyzer, names, images, {name: FaceResult}) for the 61 photos at 640 px, computed once per
+    test session (test_filter_assets.py reuses it)."""
+    paths = list_images(assets / "faces" / "images")
+    images = [read_rgb(p) for p in paths]
+    analyzer = FaceAnalyzer.from_config(None, asset_config(assets, det_size=640))
+    names = [p.name for p in paths]
+    return analyzer, names, images, dict(zip(names, analyzer.analyze(images)))
+
+
 @pytest.fixture(scope="module")
 def photos(assets):
-    paths = list_images(assets / "faces" / "images")
-    return [p.name for p in paths], [read_rgb(p) for p in paths]
+    _, names, images, _ = analyze_asset_photos(assets)
+    return names, images
 
 
 @pytest.fixture(scope="module")
-def analyzed(assets, photos):
-    names, images = photos
-    analyzer = FaceAnalyzer.from_config(None, asset_config(assets, det_size=640))
-    return analyzer, dict(zip(names, analyzer.analyze(images)))
+def analyzed(assets):
+    analyzer, _, _, results = analyze_asset_photos(assets)
+    return analyzer, results
 
 
 def test_models_are_read_from_their_files(analyzed):
