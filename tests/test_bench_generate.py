@@ -115,3 +115,20 @@ def test_bad_options_give_one_line_and_exit_2(tmp_path):
     assert "unknown part" in proc.stderr and "warp" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_bench("--tiny", "--batch-sizes", "4,x", "--json", tmp_path / "x.json", timeout=120)
     assert proc.returncode == 2 and "--batch-sizes" in proc.stderr
+
+
+def test_compiled_rows_and_the_warm_cache_row(tmp_path):
+    # dynamo's 'eager' backend exercises the compile path without a C++ build.
+    out = tmp_path / "bench.json"
+    proc = run_bench(
+        "--tiny", "--device", "cpu", "--size", "64", "--steps", "1", "--images", "1", "--batch-sizes", "1",
+        "--parts", "sweep,cache", "--set", "generation.perf.compile=true", "--set", "generation.perf.compile_backend=eager",
+        "--set", f"generation.perf.compile_cache_dir={tmp_path / 'cache'}", "--work-dir", tmp_path, "--json", out,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r["group"] for r in result["rows"]] == ["generator", "compile-cache"]
+    for row in result["rows"]:
+        assert row["error"] is None and row["perf"]["compile"] is True and row["images_per_s"] > 0
+    assert result["summary"]["b_over_a"] is None  # no reference row, so no ratio is made up
+    assert result["summary"]["first_images_s"] >= result["rows"][0]["warmup_s"]

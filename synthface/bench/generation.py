@@ -8,6 +8,7 @@ One run, one process, one model folder:
 - (B) ``Arc2FaceGenerator`` loaded from the same folder through the production
   loader, at the same settings, over a batch-size sweep, with its default
   ``generation.perf`` switches;
+- the best B row again after a dynamo reset: compile time with warm on-disk caches;
 - rows that toggle one perf switch at a time (and the other dtype), all of
   which keep the output the same up to rounding;
 - separately, rows that change the output (fewer steps, guidance truncation,
@@ -40,7 +41,7 @@ NOMINAL_UNET_TFLOP_512 = 0.84
 NOMINAL_VAE_TFLOP_512 = 2.5
 REFERENCE_IMAGES_PER_PROMPT = 4
 
-PARTS = ("reference", "sweep", "dtype", "switches", "output")
+PARTS = ("reference", "sweep", "cache", "dtype", "switches", "output")
 # One toggle per perf switch; each row flips it against the resolved default.
 SWITCHES = ("compile", "compile_mode", "fuse_qkv", "channels_last", "attention", "compile_vae", "vae_slicing", "inductor_tuning", "cudnn_tf32")
 # Output-changing rows: name -> generation-config overrides.
@@ -122,6 +123,9 @@ def _peak_gib(device) -> float | None:
 def _free(device) -> None:
     import torch
 
+    # Each row compiles its own modules: drop dynamo's code cache so earlier rows'
+    # graphs neither count against its recompile limit nor stay in memory.
+    torch._dynamo.reset()
     gc.collect()
     if getattr(device, "type", device) == "cuda":
         torch.cuda.empty_cache()
@@ -415,6 +419,16 @@ class GenerationBenchmark:
             if ok:
                 best_bs = max(ok, key=lambda r: r.images_per_s).batch_size
         self.best_batch_size = best_bs
+
+        if "cache" in opts.parts:
+            # The same row again in a fresh dynamo state: its warm-up is what a restarted
+            # worker pays for compiling once the on-disk caches are filled.
+            from synthface.generation.speed import resolve
+
+            if resolve(generation_config(base, opts.overrides).perf, self.device).compile:
+                self.time_generator(models_dir, "compile-cache", f"B: generator b{best_bs}, compile cache warm", best_bs, base)
+            else:
+                self.log("[compile-cache] skipped: torch.compile is off here")
 
         if "dtype" in opts.parts:
             if self.device.type == "cuda":

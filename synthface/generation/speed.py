@@ -175,6 +175,7 @@ def optimize_modules(unet, vae, text_encoder, cfg: PerfConfig, device) -> Resolv
 
     if perf.compile or perf.compile_vae:
         _configure_compile_cache(perf)
+        _allow_shape_recompiles()
         if perf.inductor_tuning:
             _set_inductor_tuning()
     if perf.compile and unet is not None:
@@ -205,6 +206,15 @@ def _configure_compile_cache(perf: ResolvedPerf) -> None:
     inductor_config.fx_graph_cache = True
     if hasattr(inductor_config, "autotune_local_cache"):
         inductor_config.autotune_local_cache = True
+
+
+def _allow_shape_recompiles(limit: int = 32) -> None:
+    """dynamic=False compiles once per input shape (batch size, CFG on/off, a short last
+    batch); past dynamo's limit (8 by default) it would fall back to eager silently."""
+    import torch._dynamo.config as dynamo_config
+
+    if getattr(dynamo_config, "cache_size_limit", limit) < limit:
+        dynamo_config.cache_size_limit = limit
 
 
 def _set_inductor_tuning() -> None:
