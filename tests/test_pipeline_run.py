@@ -45,7 +45,6 @@ def labels_of(out: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory) -> Path:
-    support.install_bank_reader_if_missing()
     return support.random_bank(tmp_path_factory.mktemp("bank") / "bank.parquet", NUM_IDS)
 
 

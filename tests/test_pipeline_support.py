@@ -34,26 +34,21 @@ def ship_by_value() -> None:
 
 
 def write_bank(path: Path, embeddings: np.ndarray) -> Path:
-    """A bank Parquet in the contract's format (id dense from 0, unit-norm embedding)."""
+    """A bank Parquet with the columns the bank contract requires (ids dense from 0,
+    unit-norm 512-d embeddings); shorter vectors are zero-padded to 512."""
     embeddings = np.asarray(embeddings, np.float32)
+    if embeddings.shape[1] < 512:
+        embeddings = np.pad(embeddings, ((0, 0), (0, 512 - embeddings.shape[1])))
     embeddings = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    try:
-        from synthface.identity.bank import write_bank as stage_write_bank  # the stage's own writer
-    except ImportError:
-        stage_write_bank = None
-    if stage_write_bank is not None:
-        try:
-            stage_write_bank(path, embeddings)
-            return path
-        except TypeError:
-            pass
-    dim = embeddings.shape[1]
+    n = len(embeddings)
     table = pa.table(
         {
-            "id": pa.array(np.arange(len(embeddings)), pa.int64()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1), pa.float32()), dim),
-            "sampler": pa.array(["test"] * len(embeddings)),
-            "nn_sim": pa.array(np.zeros(len(embeddings), np.float32)),
+            "id": pa.array(np.arange(n), pa.int64()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1), pa.float32()), 512),
+            "sampler": pa.array(["test"] * n),
+            "sampler_settings": pa.array(["{}"] * n),
+            "nn_cosine": pa.array(np.zeros(n, np.float32)),
+            "max_gallery_cosine": pa.array([None] * n, pa.float32()),
         }
     )
     pq.write_table(table, path)
@@ -88,13 +83,9 @@ def tiny_config(models_dir: Path, bank: Path, **run) -> dict:
 
 
 def build_real_stages(cfg):
-    import pipelines.stages as st
+    from pipelines.stages import build_stages
 
-    try:
-        import synthface.identity.jitter  # noqa: F401
-    except ImportError:  # TEMPORARY until the identity stage lands
-        st.make_jitter = lambda cfg: None
-    return st.build_stages(cfg)
+    return build_stages(cfg)
 
 
 class _DyingGenerator:
@@ -153,7 +144,7 @@ def photo_identities(assets: Path) -> dict[int, list[Path]]:
     people: dict[int, list[Path]] = {}
     with open(assets / "faces" / "identities.csv", newline="") as f:
         for row in csv.DictReader(f):
-            people.setdefault(int(row["identity"]), []).append(assets / "faces" / "images" / row["image"])
+            people.setdefault(int(row["identity"]), []).append(assets / "faces" / row["image"])
     return {k: sorted(v) for k, v in sorted(people.items())}
 
 
@@ -169,21 +160,26 @@ def load_photo(path: Path, size: int = 320) -> np.ndarray:
 
 
 def face_config(assets: Path, bank: Path, **run) -> dict:
+    """Real detector and recognizer from the shared assets, the filter's defaults.
+
+    The shared recognizer is 128-d, not the bank's 512-d space, so the filter
+    judges each class by its centre (use_target false)."""
     return {
         "seed": 3,
         "models_dir": str(assets / "models"),
+        "identity": {"jitter": {"enabled": False}},
         "faces": {
             "detector": str(assets / "models" / "scrfd_500m_kps.onnx"),
             "recognizer": str(assets / "models" / "mobilefacenet_arcface_128d.onnx"),
             "det_size": 320,
             "threads": 1,
         },
-        "filter": {"use_target": True, "tau_target": 0.4, "tau_intra": 0.3, "min_images": 2},
+        "filter": {"use_target": False, "min_images": 3},
         "run": {
             "bank": str(bank),
             "ids_per_shard": 4,
-            "images_per_id": 4,
-            "batch_size": 8,
+            "images_per_id": 5,
+            "batch_size": 10,
             "workers": 2,
             "gpus_per_worker": 0,
             "cpus_per_worker": 0.5,
@@ -199,10 +195,10 @@ class PhotoGenerator:
     is deterministic and independent of the batch, like the real generator.
     """
 
-    def __init__(self, people: dict[int, list[Path]], centres: np.ndarray, impostor_every: int = 0):
+    def __init__(self, people: dict[int, list[Path]], centres: np.ndarray, impostor_seeds: frozenset = frozenset()):
         self.people = list(people.values())
         self.centres = centres
-        self.impostor_every = impostor_every
+        self.impostor_seeds = impostor_seeds
         self._cache: dict[Path, np.ndarray] = {}
 
     def _photo(self, path: Path) -> np.ndarray:
@@ -214,7 +210,7 @@ class PhotoGenerator:
         out = []
         for vec, seed in zip(np.asarray(id_vectors), seeds):
             person = int(np.argmax(self.centres @ vec))
-            if self.impostor_every and seed % self.impostor_every == 0:
+            if int(seed) in self.impostor_seeds:
                 person = (person + 1) % len(self.people)  # a wrong-identity image the filter must reject
             photos = self.people[person]
             out.append(self._photo(photos[seed % len(photos)]))
@@ -228,7 +224,7 @@ class PhotoGenerator:
 class PhotoStages:
     assets: str
     centres: np.ndarray
-    impostor_every: int = 0
+    impostor_seeds: frozenset = frozenset()
 
     def __call__(self, cfg):
         from pipelines.shard_job import Stages
@@ -237,7 +233,7 @@ class PhotoStages:
 
         people = photo_identities(Path(self.assets))
         return Stages(
-            generator=PhotoGenerator(people, self.centres, self.impostor_every),
+            generator=PhotoGenerator(people, self.centres, self.impostor_seeds),
             analyzer=FaceAnalyzer.from_config(cfg.models_dir, cfg.faces),
             id_filter=IdentityFilter(cfg.filter),
         )
@@ -256,23 +252,6 @@ def embed_people(assets: Path) -> np.ndarray:
         emb = np.stack([r.embedding for r in results if r.ok])
         c = emb.mean(axis=0)
         centres.append(c / np.linalg.norm(c))
-    return np.stack(centres).astype(np.float32)
+    centres = np.stack(centres).astype(np.float32)
+    return np.pad(centres, ((0, 0), (0, 512 - centres.shape[1])))  # the bank's 512-d space
 
-
-# TEMPORARY until synthface.identity.bank lands: read the contract Parquet directly.
-def install_bank_reader_if_missing() -> None:
-    try:
-        import synthface.identity.bank  # noqa: F401
-        return
-    except ImportError:
-        pass
-    import types
-
-    import pipelines.stages
-
-    def read(path):
-        t = pq.read_table(path)
-        emb = np.stack(t["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
-        return types.SimpleNamespace(ids=t["id"].to_numpy(), embeddings=emb, table=t)
-
-    pipelines.stages._read_bank = read

@@ -33,7 +33,7 @@ def read_candidates(output: Output, dataset: dict) -> pa.Table:
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
-def _similarity_png(candidates: pa.Table) -> bytes | None:
+def _similarity_png(candidates: pa.Table, thresholds: dict[str, float | None]) -> bytes | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,8 +55,13 @@ def _similarity_png(candidates: pa.Table) -> bytes | None:
             if len(v):
                 ax.hist(v, bins=bins, alpha=0.6, label=f"{label} ({len(v)})", color=color)
                 drawn = True
+        if drawn and thresholds.get(column) is not None:
+            ax.axvline(thresholds[column], color="black", linestyle="--", linewidth=1, label="threshold")
         if not drawn:
-            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5, 0.5, "not measured\n(recognizer not in the bank's space)",
+                ha="center", va="center", transform=ax.transAxes,
+            )
         ax.set_title(title)
         ax.set_xlabel("cosine similarity")
         ax.set_ylabel("candidates")
@@ -91,7 +96,8 @@ def _contact_sheet_png(output: Output, dataset: dict, rows: int = 8, cols: int =
     if not per_id:
         return None
     cell, label_w = 112, 70
-    sheet = Image.new("RGB", (label_w + cols * cell, len(per_id) * cell), "white")
+    width = max(len(v) for v in per_id.values())
+    sheet = Image.new("RGB", (label_w + width * cell, len(per_id) * cell), "white")
     draw = ImageDraw.Draw(sheet)
     for r, (identity, crops) in enumerate(sorted(per_id.items())):
         draw.text((6, r * cell + cell // 2 - 6), f"id {identity}", fill="black")
@@ -189,7 +195,12 @@ def write_card(out: str | Output) -> str:
         raise InputDataError(f"{output.url_of(DATASET_FILE)} not found: run `synthface generate` first")
     dataset = output.read_json(DATASET_FILE)
     candidates = read_candidates(output, dataset)
-    sim = _similarity_png(candidates)
+    filt = dataset.get("config", {}).get("filter", {})
+    thresholds = {
+        "sim_target": filt.get("tau_target") if filt.get("use_target", True) else None,
+        "sim_centre": filt.get("tau_intra"),
+    }
+    sim = _similarity_png(candidates, thresholds)
     if sim is not None:
         output.write_bytes(SIM_PNG, sim)
     sheet = _contact_sheet_png(output, dataset)

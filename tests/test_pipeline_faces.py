@@ -1,0 +1,57 @@
+"""The accept path on real faces: the one generator test double returns real
+photos (../shared/assets) for identities embedded from those photos; the real
+SCRFD detector, alignment, MobileFaceNet recognizer and identity filter decide."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import test_pipeline_support as support
+from pipelines.generate import generate
+from synthface.factory_config import FactoryConfig
+from synthface.seeds import image_seed
+from synthface.shards.verify import verify_dataset
+
+
+@pytest.mark.assets
+def test_real_faces_are_accepted_and_impostors_rejected(ray_cluster, assets, tmp_path):
+    support.ship_by_value()
+    centres = support.embed_people(assets)  # one identity per person, embedded from their photos
+    bank = support.write_bank(tmp_path / "bank.parquet", centres)
+    cfg = FactoryConfig.model_validate(support.face_config(assets, bank))
+    per_id = cfg.run.images_per_id
+    # image 0 of every identity is a photo of the next person: an impostor the filter must catch
+    impostors = frozenset(image_seed(cfg.seed, i, 0) for i in range(len(centres)))
+    out = tmp_path / "ds"
+    result = generate(cfg, str(out), stages_factory=support.PhotoStages(str(assets), centres, impostors))
+    assert result.ok and result.num_shards == 4  # 13 people, 4 per shard
+
+    report = verify_dataset(str(out))
+    assert report.ok, report.problems
+    rows = [r for p in sorted(out.glob("shard-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert len(rows) == 13 * per_id
+    impostor = [r for r in rows if r["index"] == 0]
+    genuine = [r for r in rows if r["index"] != 0]
+    assert not any(r["accepted"] for r in impostor), [r for r in impostor if r["accepted"]]
+    assert {r["reason"] for r in impostor} <= {"low_intra_sim", "class_too_small"}
+    accepted = [r for r in genuine if r["accepted"]]
+    assert len(accepted) >= 0.9 * len(genuine), [r for r in genuine if not r["accepted"]]
+    assert min(r["sim_centre"] for r in accepted) >= cfg.filter.tau_intra
+    assert max(r["sim_centre"] for r in impostor if r["sim_centre"] is not None) < cfg.filter.tau_intra
+
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["num_images"] == len(accepted) == report.samples
+    assert dataset["num_classes_nonempty"] == 13
+    with tarfile.open(out / "shard-000000.tar") as tar:
+        jpgs = [m for m in tar.getmembers() if m.name.endswith(".jpg")]
+        crop = np.asarray(Image.open(io.BytesIO(tar.extractfile(jpgs[0]).read())))
+        meta = json.loads(tar.extractfile(jpgs[0].name.replace(".jpg", ".json")).read())
+    assert crop.shape == (112, 112, 3) and crop.std() > 20  # a real aligned crop, not a blank
+    assert meta["det_score"] >= cfg.filter.det_score_min and np.asarray(meta["landmarks"]).shape == (5, 2)
