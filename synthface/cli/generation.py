@@ -126,34 +126,18 @@ def parse_ids(text: str) -> list[int]:
 
 
 def read_bank_vectors(path: Path, wanted: list[int]):
-    """Embeddings of ``wanted`` ids from an identity-bank Parquet file -> float32 [len(wanted), 512]."""
+    """Embeddings of ``wanted`` ids from an identity bank -> float32 [len(wanted), 512]."""
     import numpy as np
 
     from synthface.errors import InputDataError
+    from synthface.identity.bank import read_bank
 
-    if not path.is_file():
-        raise InputDataError(f"identity bank not found: {path} (write one with `synthface ids sample`)")
-    try:
-        from synthface.identity.bank import read_bank
-    except ImportError:  # the identity stage's reader is optional here: read the two contract columns
-        read_bank = None
-    if read_bank is not None:
-        bank = read_bank(path)
-        ids, embeddings = np.asarray(bank.ids), np.asarray(bank.embeddings, dtype=np.float32)
-    else:
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path, columns=["id", "embedding"])
-        except Exception as exc:  # pyarrow raises several types for bad files/columns
-            raise InputDataError(f"{path}: not an identity bank with columns 'id' and 'embedding' ({exc})") from None
-        ids = table.column("id").to_numpy()
-        embeddings = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
-    index = {int(i): row for row, i in enumerate(ids)}
+    bank = read_bank(path)
+    index = {int(i): row for row, i in enumerate(bank.ids)}
     absent = [i for i in wanted if i not in index]
     if absent:
-        raise InputDataError(f"{path}: no identities with ids {absent[:10]} (the bank has {len(ids)} identities)")
-    return embeddings[[index[i] for i in wanted]]
+        raise InputDataError(f"{path}: no identities with ids {absent[:10]} (the bank has {len(bank.ids)} identities)")
+    return np.asarray(bank.embeddings, dtype=np.float32)[[index[i] for i in wanted]]
 
 
 def jitter_fn(cfg):
@@ -186,11 +170,13 @@ def sample(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from synthface.factory_config import load_factory_config
-    from synthface.generation.generator import Arc2FaceGenerator
+    from synthface.generation.loading import require_generator_files
     from synthface.imaging import contact_sheet, save_png
     from synthface.seeds import image_seed
 
     cfg = load_factory_config(config, overrides)
+    models_dir = models or Path(cfg.models_dir)
+    require_generator_files(models_dir)  # fail before the slow imports
     wanted = parse_ids(ids)
     vectors = read_bank_vectors(bank, wanted)
     jitter_vec = jitter_fn(cfg) if jitter else None
@@ -201,7 +187,8 @@ def sample(
             v = jitter_vec(vector, identity, index) if jitter_vec else vector
             jobs.append((identity, index, np.asarray(v, dtype=np.float32), image_seed(cfg.seed, identity, index)))
 
-    models_dir = models or Path(cfg.models_dir)
+    from synthface.generation.generator import Arc2FaceGenerator  # heavy: torch, diffusers
+
     t0 = time.perf_counter()
     generator = Arc2FaceGenerator.from_folder(models_dir, cfg.generation)
     load_s = time.perf_counter() - t0

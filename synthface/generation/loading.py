@@ -55,6 +55,11 @@ def lcm_lora_file(root: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def require_generator_files(root: str | Path) -> Path:
+    """Raise MissingModelError naming the first missing file the generator needs (cheap, no imports)."""
+    return require(root, [f.path for f in MODEL_FILES if f.required and f.path.split("/")[0] in GENERATOR_PARTS])
+
+
 def load_parts(root: str | Path, device, dtype) -> LoadedParts:
     """Load UNet, VAE, text encoder, tokenizer and scheduler config from ``root``.
 
@@ -66,8 +71,7 @@ def load_parts(root: str | Path, device, dtype) -> LoadedParts:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    root = Path(root)
-    require(root, [f.path for f in MODEL_FILES if f.required and f.path.split("/")[0] in GENERATOR_PARTS])
+    root = require_generator_files(root)
 
     tokenizer = _load("tokenizer", root / TOKENIZER_DIR, root, lambda: CLIPTokenizer.from_pretrained(root / TOKENIZER_DIR))
     text_encoder = _load(

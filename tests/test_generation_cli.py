@@ -1,0 +1,102 @@
+"""`synthface models init-tiny|check` and `synthface sample`, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthface.seeds import image_seed
+
+FAST = ["--set", "generation.height=64", "--set", "generation.width=64", "--set", "generation.steps=2", "--set", "seed=7"]
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    """A real identity bank (the identity stage's sampler and writer), 5 identities."""
+    from synthface.identity.bank import sample_bank, write_bank
+    from synthface.identity.config import IdentityConfig
+
+    sampled, _ = sample_bank(IdentityConfig(num_identities=5, sampler="uniform"), seed=3)
+    return write_bank(sampled, tmp_path_factory.mktemp("bank") / "bank.parquet")
+
+
+@pytest.fixture(scope="module")
+def tiny_cli_folder(tmp_path_factory):
+    from tests.conftest import run_cli
+
+    folder = tmp_path_factory.mktemp("cli") / "models"
+    r = run_cli("models", "init-tiny", folder)
+    assert r.returncode == 0, r.stderr
+    assert "tiny random-weight model folder written" in r.stdout
+    return folder
+
+
+def test_check_lists_present_and_missing(cli, tiny_cli_folder, tmp_path):
+    r = cli("models", "check", tiny_cli_folder)
+    assert r.returncode == 0, r.stderr
+    assert "origin: tiny-random" in r.stdout and "all required model files present" in r.stdout
+    assert "lcm-lora" in r.stdout  # optional part shown as absent with where to get it
+    # A folder missing a required file: listed as MISSING, exit 1.
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_cli_folder, partial)
+    (partial / "arcface.onnx").unlink()
+    r = cli("models", "check", partial)
+    assert r.returncode == 1
+    assert "MISSING" in r.stdout and "arcface.onnx" in r.stdout and "models download" in r.stdout
+
+
+def test_check_missing_folder_is_one_line_error(cli, tmp_path):
+    r = cli("models", "check", tmp_path / "nope")
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: model folder not found") and "Traceback" not in r.stderr
+
+
+def test_init_tiny_refuses_a_folder_with_other_files(cli, tmp_path):
+    target = tmp_path / "real"
+    target.mkdir()
+    (target / "precious.safetensors").write_bytes(b"weights")
+    r = cli("models", "init-tiny", target)
+    assert r.returncode == 2 and "refusing" in r.stderr
+    assert (target / "precious.safetensors").read_bytes() == b"weights" and len(list(target.iterdir())) == 1
+
+
+def test_sample_writes_images_contact_sheet_and_metadata(cli, tiny_cli_folder, bank, tmp_path):
+    out = tmp_path / "out"
+    r = cli("sample", "--models", tiny_cli_folder, "--bank", bank, "--ids", "0,3", "--per-id", "3", "--out", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in out.glob("*.png"))
+    expected = [f"{i:07d}_{k:03d}.png" for i in (0, 3) for k in range(3)] + ["contact_sheet.png"]
+    assert names == sorted(expected)
+    first = np.asarray(Image.open(out / "0000000_000.png"))
+    assert first.shape == (64, 64, 3) and first.dtype == np.uint8
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.height < sheet.width  # 2 rows (identities) x 3 columns (images) of tiles
+    meta = json.loads((out / "sample.json").read_text())
+    assert meta["generator"]["steps"] == 2 and meta["generator"]["scheduler"] == "dpmsolver++"
+    seeds = {(m["id"], m["index"]): m["seed"] for m in meta["images"]}
+    assert seeds[3, 2] == image_seed(7, 3, 2)
+    assert meta["jitter"] is True  # the identity stage's per-image jitter is applied
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ids", "0,99"], "no identities with ids [99]"),
+        (["--ids", "zero"], "--ids"),
+        (["--set", "generation.steps=0"], "generation.steps"),
+    ],
+)
+def test_sample_errors_are_one_line(cli, tiny_cli_folder, bank, tmp_path, args, message):
+    r = cli("sample", "--models", tiny_cli_folder, "--bank", bank, "--per-id", "1", "--out", tmp_path / "o", *args)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sample_missing_models_folder(cli, bank, tmp_path):
+    r = cli("sample", "--models", tmp_path / "none", "--bank", bank, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "model folder not found" in r.stderr
