@@ -574,7 +574,16 @@ class GenerationBenchmark:
 
 
 # Every switch off: the modules of the plain generator are what the reference pipeline runs.
-PLAIN_PERF = {"channels_last": False, "fuse_qkv": False, "compile": False, "compile_vae": False, "attention": "sdpa"}
+# (cuDNN autotuning and TF32 off too: torch's defaults, as the README's script runs.)
+PLAIN_PERF = {
+    "channels_last": False,
+    "fuse_qkv": False,
+    "compile": False,
+    "compile_vae": False,
+    "attention": "sdpa",
+    "cudnn_benchmark": False,
+    "tf32": False,
+}
 
 
 def reference_parts(generator) -> dict[str, Any]:

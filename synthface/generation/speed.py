@@ -147,11 +147,11 @@ def optimize_modules(unet, vae, text_encoder, cfg: PerfConfig, device) -> Resolv
             module.eval()
             module.requires_grad_(False)
 
-    if perf.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if perf.cudnn_benchmark:
-        torch.backends.cudnn.benchmark = True
+    if perf.device_type == "cuda":
+        # Process-wide flags: set both ways, so the last generator built decides.
+        torch.backends.cuda.matmul.allow_tf32 = perf.tf32
+        torch.backends.cudnn.allow_tf32 = perf.tf32
+        torch.backends.cudnn.benchmark = perf.cudnn_benchmark
 
     # Attention kernels first: fusing QKV swaps the processor to its fused SDPA twin.
     if unet is not None:
