@@ -24,7 +24,7 @@ from synthface.errors import ConfigError, RunStateError
 from synthface.factory_config import FactoryConfig
 from synthface.shards.manifest import check_or_start_run, describe_models, run_record, write_manifest
 from synthface.shards.storage import Output, fsspec_env
-from synthface.shards.writer import committed_shards
+from synthface.shards.writer import committed_shards, remove_interrupted_writes
 
 log = logging.getLogger("synthface.generate")
 
@@ -108,6 +108,7 @@ def generate(
     resuming = check_or_start_run(output, record, restart)
 
     jobs = plan_jobs(num_ids, cfg.run.ids_per_shard)
+    remove_interrupted_writes(output)
     committed = committed_shards(output)
     todo = [j for j in jobs if j.index not in committed]
     log.info(

@@ -18,7 +18,8 @@ from synthface.errors import RunStateError
 from synthface.factory_config import FactoryConfig
 from synthface.shards.verify import verify_dataset
 
-NUM_IDS = 6  # 3 shards of 2 identities, 2 candidates each
+NUM_IDS = 16  # 8 shards of 2 identities, 2 candidates each
+NUM_SHARDS = 8
 
 
 def config(tiny_models: Path, bank: Path, **run) -> FactoryConfig:
@@ -59,7 +60,7 @@ def baseline(ray_cluster, tiny_models, bank, tmp_path_factory):
 
 def test_generate_writes_a_verified_dataset(baseline):
     out, result = baseline
-    assert result.ok and (result.num_shards, result.done, result.skipped) == (3, 3, 0)
+    assert result.ok and (result.num_shards, result.done, result.skipped) == (NUM_SHARDS, NUM_SHARDS, 0)
     report = verify_dataset(str(out))
     assert report.ok, report.problems
     dataset = json.loads((out / "dataset.json").read_text())
@@ -67,7 +68,7 @@ def test_generate_writes_a_verified_dataset(baseline):
     assert dataset["num_candidates"] == NUM_IDS * 2
     assert dataset["num_images"] == report.samples == len(keys_of(out)) > 0
     assert dataset["models"]["origin"] == "tiny-random" and dataset["models"]["files"]
-    assert sorted(json.loads((out / "sizes.json").read_text())) == [f"shard-00000{k}.tar" for k in range(3)]
+    assert sorted(json.loads((out / "sizes.json").read_text())) == [f"shard-{k:06d}.tar" for k in range(NUM_SHARDS)]
     # every candidate is in a parquet, accepted or with a reason
     table = pq.read_table(out / "shard-000001.parquet").to_pylist()
     assert [(r["id"], r["index"]) for r in table] == [(2, 0), (2, 1), (3, 0), (3, 1)]
@@ -86,7 +87,7 @@ def test_rerun_resumes_and_refuses_a_different_config(baseline, tiny_models, ban
     tars = {p.name: p.read_bytes() for p in out.glob("shard-*.tar")}
     # execution-only settings may change between a run and its resume
     again = generate(config(tiny_models, bank, workers=1), str(out), stages_factory=support.build_real_stages)
-    assert (again.skipped, again.done) == (3, 0)
+    assert (again.skipped, again.done) == (NUM_SHARDS, 0)
     assert {p.name: p.read_bytes() for p in out.glob("shard-*.tar")} == tars
     with pytest.raises(RunStateError, match="different config.*--restart"):
         generate(config(tiny_models, bank, images_per_id=3), str(out), stages_factory=support.build_real_stages)
@@ -115,15 +116,15 @@ def test_failing_job_is_reported_while_the_rest_completes_then_resumes(baseline,
     cfg = config(tiny_models, bank, max_retries=1)
     result = generate(cfg, str(out), stages_factory=support.FailShards(bad_ids=(2,)))
     assert set(result.failed) == {1} and "injected failure for identity 2" in result.failed[1]
-    assert result.done == 2 and result.retries == 1
-    with pytest.raises(RunStateError, match="1 of 3 shards failed"):
+    assert result.done == NUM_SHARDS - 1 and result.retries == 1
+    with pytest.raises(RunStateError, match=f"1 of {NUM_SHARDS} shards failed"):
         ensure_complete(result)
     dataset = json.loads((out / "dataset.json").read_text())
     assert not dataset["complete"] and dataset["missing_shards"] == ["shard-000001"]
     assert not verify_dataset(str(out)).ok
     # the same command again redoes only the failed shard
     again = generate(cfg, str(out), stages_factory=support.build_real_stages)
-    assert again.ok and (again.skipped, again.done) == (2, 1)
+    assert again.ok and (again.skipped, again.done) == (NUM_SHARDS - 1, 1)
     assert verify_dataset(str(out)).ok
     assert keys_of(out) == keys_of(base_out)
 
@@ -153,3 +154,71 @@ def test_readers_load_the_output(baseline):
     assert hf.num_rows == len(expected)
     row = hf[0]
     assert row["jpg"].size == (112, 112) and row["cls"] == int(row["__key__"][:7])
+
+
+def write_config(path: Path, data: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_driver_killed_mid_run_then_rerun_loses_and_duplicates_nothing(
+    baseline, ray_cluster, tiny_models, bank, tmp_path
+):
+    """`synthface generate` in a subprocess, SIGKILLed after its first shard commits; the same
+    command again completes the run with exactly the keys of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base_out, _ = baseline
+    cfg_file = write_config(tmp_path / "run.yaml", support.tiny_config(tiny_models, bank))
+    out = tmp_path / "ds"
+    # join the session's Ray (one worker, so shards commit one by one)
+    cmd = [sys.executable, "-m", "synthface", "generate", "--config", str(cfg_file), "--out", str(out),
+           "--ray-address", ray_cluster, "--set", "run.workers=1"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "shard-000000.json").exists():
+        assert driver.poll() is None, driver.stdout.read()
+        assert time.monotonic() < deadline, "no shard committed in time"
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    driver.stdout.close()
+    committed = len(list(out.glob("shard-*.json")))
+    assert 1 <= committed < NUM_SHARDS, "the run finished before the kill: nothing was tested"
+    assert not (out / "dataset.json").exists()
+
+    time.sleep(2)  # Ray reaps the dead driver's worker
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{committed} shards resumed" in rerun.stdout
+    report = verify_dataset(str(out))
+    assert report.ok, report.problems
+    assert keys_of(out) == keys_of(base_out)
+    assert labels_of(out) == labels_of(base_out)
+
+
+def test_cli_embedded_ray_generate_verify_card_and_user_errors(tiny_models, tmp_path, cli):
+    """The user's path: embedded Ray (no address), then verify and card; bad input exits 2 with one line."""
+    bank = support.random_bank(tmp_path / "bank.parquet", 2, seed=5)
+    cfg_file = write_config(tmp_path / "run.yaml", support.tiny_config(tiny_models, bank))
+    out = tmp_path / "ds"
+    result = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.cpus_per_worker=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 generated" in result.stdout and "progress" not in result.stdout
+    assert "finished shards=1/1" in result.stderr  # the plain log line for cluster logs
+    verified = cli("verify", out)
+    assert verified.returncode == 0 and verified.stdout.startswith("ok: 1 shards"), verified.stderr
+    (out / "README.md").unlink()
+    assert cli("card", out).returncode == 0 and (out / "README.md").is_file()
+
+    bad = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.workers=0")
+    assert bad.returncode == 2 and "'run.workers'" in bad.stderr and "Traceback" not in bad.stderr
+    other = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.images_per_id=3")
+    assert other.returncode == 2 and "--restart" in other.stderr and "Traceback" not in other.stderr
+    missing = cli("generate", "--config", cfg_file, "--out", tmp_path / "x", "--bank", tmp_path / "none.parquet")
+    assert missing.returncode == 2 and "none.parquet" in missing.stderr and "Traceback" not in missing.stderr

@@ -31,6 +31,7 @@ ALIGNED_SIZE = 112
 TAR_MTIME = 0  # fixed member timestamps: byte-identical tars across reruns
 KEY_PATTERN = re.compile(r"^(\d{7})_(\d{3})$")
 SHARD_PATTERN = re.compile(r"^shard-(\d{6})\.(tar|parquet|json)$")
+TMP_PATTERN = re.compile(r"^shard-\d{6}\.(tar|parquet|json)\.tmp-[0-9a-f]+$")
 
 # Columns of the per-shard candidate table (one row per generated image).
 CANDIDATE_SCHEMA = pa.schema(
@@ -182,3 +183,11 @@ def committed_shards(output: Output) -> dict[int, dict[str, Any]]:
         if m:
             done[int(m.group(1))] = output.read_json(name)
     return done
+
+
+def remove_interrupted_writes(output: Output) -> list[str]:
+    """Delete temp files left by a writer killed mid-write (they never became shard files)."""
+    stale = [n for n in output.list_names("shard-") if TMP_PATTERN.match(n)]
+    for name in stale:
+        output.remove(name)
+    return stale
