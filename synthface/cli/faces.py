@@ -142,7 +142,8 @@ def face_pairs(
     models: str = _models_opt,
     detector: str = _det_opt,
     recognizer: str = _rec_opt,
-    det_size: int = typer.Option(PHOTO_DET_SIZE, "--det-size", help="Detector input size for these photos."),
+    det_size: int = typer.Option(None, "--det-size", help="Detector input size (default 640 for photos, faces.det_size with --as-generated)."),
+    as_generated: bool = typer.Option(False, "--as-generated", help="First reframe each photo's face like a generated 512-px image (ArcFace framing)."),
     config: str = _config_opt,
     overrides: list[str] = _set_opt,
 ) -> None:
@@ -158,7 +159,11 @@ def face_pairs(
     from synthface.faces.images import read_rgb
     from synthface.filtering.evaluate import candidate_set_stats, pair_stats
 
+    from synthface.faces.bench import generated_like
+
     cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, det_size)
+    if det_size is None:
+        faces_cfg = faces_cfg.model_validate({**faces_cfg.model_dump(), "det_size": faces_cfg.det_size if as_generated else PHOTO_DET_SIZE})
     analyzer = FaceAnalyzer.from_config(models_dir, faces_cfg)
 
     def read_csv(path: Path) -> list[dict]:
@@ -176,13 +181,19 @@ def face_pairs(
     if identities is not None:
         labels = {Path(r["image"]).name: int(r["identity"]) for r in read_csv(identities)}
     names = sorted({n for a, b, _ in pair_list for n in (a, b)} | set(labels))
-    results = dict(zip(names, analyzer.analyze([read_rgb(images_dir / n) for n in names])))
+    images = [read_rgb(images_dir / n) for n in names]
+    if as_generated:  # find each face in the photo at 640 px, then reframe it as a generated image would be
+        finder_cfg = faces_cfg.model_validate({**faces_cfg.model_dump(), "det_size": PHOTO_DET_SIZE})
+        found = FaceAnalyzer.from_config(models_dir, finder_cfg).analyze(images)
+        images = [generated_like(img, r.landmarks)[0] if r.landmarks is not None else img for img, r in zip(images, found)]
+    results = dict(zip(names, analyzer.analyze(images)))
     failed = {n: r.reason for n, r in results.items() if not r.ok}
     usable = [(a, b, s) for a, b, s in pair_list if a not in failed and b not in failed]
     sims = np.array([float(results[a].embedding @ results[b].embedding) for a, b, _ in usable])
     same = np.array([s for *_, s in usable])
     out = {
-        "recognizer": analyzer.describe(),
+        "models": analyzer.describe(),
+        "framing": "generated-like 512 px" if as_generated else "photos as they are",
         "images": len(names),
         "faces_found": len(names) - len(failed),
         "failed": failed,

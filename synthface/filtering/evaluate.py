@@ -51,6 +51,10 @@ def pair_stats(sims: np.ndarray, same: np.ndarray, threshold: float | None = Non
     return out
 
 
+def _rounded(x: float) -> float | None:
+    return None if np.isnan(x) else round(float(x), 4)
+
+
 @dataclass
 class CandidateSetStats:
     sets: int
@@ -60,6 +64,10 @@ class CandidateSetStats:
     impostors_total: int
     impostors_rejected: int
     impostor_accepted_examples: list
+    same_sim_centre_min: float = float("nan")  # lowest similarity of a same-person image to its centre
+    impostor_sim_centre_max: float = float("nan")  # highest similarity of an impostor to that centre
+    same_sim_target_min: float = float("nan")
+    impostor_sim_target_max: float = float("nan")
 
     @property
     def same_acceptance(self) -> float:
@@ -82,6 +90,10 @@ class CandidateSetStats:
             "impostors_rejected": f"{self.impostors_rejected}/{self.impostors_total}",
             "impostor_rejection": round(self.impostor_rejection, 4),
             "accuracy": round(self.accuracy, 4),
+            "same_sim_centre_min": _rounded(self.same_sim_centre_min),
+            "impostor_sim_centre_max": _rounded(self.impostor_sim_centre_max),
+            "same_sim_target_min": _rounded(self.same_sim_target_min),
+            "impostor_sim_target_max": _rounded(self.impostor_sim_target_max),
         }
 
 
@@ -99,6 +111,7 @@ def candidate_set_stats(
     same_total = same_acc = imp_total = imp_rej = sets = 0
     reasons: dict[str, int] = {}
     examples: list = []
+    sims = {"same_centre": [], "imp_centre": [], "same_target": [], "imp_target": []}
     for person in np.unique(labels):
         own = np.flatnonzero(labels == person)
         if len(own) < min_person_images:
@@ -115,6 +128,11 @@ def candidate_set_stats(
             for x in impostors:
                 decision = id_filter.filter_class(target, [results[i] for i in members] + [results[x]])
                 sets += 1
+                for who, d in [("same", d) for d in decision.images[:-1]] + [("imp", decision.images[-1])]:
+                    if d.sim_centre is not None:
+                        sims[who + "_centre"].append(d.sim_centre)
+                    if d.sim_target is not None:
+                        sims[who + "_target"].append(d.sim_target)
                 for i, d in zip(members, decision.images):
                     same_total += 1
                     if d.accepted:
@@ -127,4 +145,13 @@ def candidate_set_stats(
                         examples.append((int(person), int(x), decision.images[-1].sim_centre, decision.images[-1].sim_target))
                 else:
                     imp_rej += 1
-    return CandidateSetStats(sets, same_total, same_acc, dict(sorted(reasons.items())), imp_total, imp_rej, examples)
+    def extreme(values, fn):
+        return float(fn(values)) if values else float("nan")
+
+    return CandidateSetStats(
+        sets, same_total, same_acc, dict(sorted(reasons.items())), imp_total, imp_rej, examples,
+        same_sim_centre_min=extreme(sims["same_centre"], min),
+        impostor_sim_centre_max=extreme(sims["imp_centre"], max),
+        same_sim_target_min=extreme(sims["same_target"], min),
+        impostor_sim_target_max=extreme(sims["imp_target"], max),
+    )
