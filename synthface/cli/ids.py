@@ -1,9 +1,190 @@
-"""CLI commands: ids (filled in by its stage's issue)."""
+"""`synthface ids ...`: sample an identity bank, summarise it; `synthface bench ids`."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from synthface.cli.bench import bench_app
+
+ids_app = typer.Typer(
+    help="Identity bank: novel identity vectors on the ArcFace hypersphere.", no_args_is_help=True
+)
+console = Console()
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.add_typer(ids_app, name="ids")
+
+
+class _RichProgress:
+    """Adapts the stage progress callback (stage, done, total) to a rich progress bar."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+
+def _sample_with_progress(cfg, seed: int, quiet: bool = False):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from synthface.identity.bank import sample_bank
+
+    if quiet:
+        return sample_bank(cfg, seed)
+    with Progress(
+        TextColumn("{task.description:>11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:
+        return sample_bank(cfg, seed, progress=_RichProgress(progress))
+
+
+@ids_app.command("sample")
+def sample(
+    config: Path = typer.Option(None, "--config", "-c", help="Factory config YAML (only `seed` and `identity:` are used)."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set identity.num_identities=1000."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bank file to write (.parquet)."),
+) -> None:
+    """Sample, pack and screen identities; write the bank Parquet file."""
+    from synthface.factory_config import load_factory_config
+    from synthface.identity.bank import write_bank
+
+    cfg = load_factory_config(config, overrides)
+    bank, report = _sample_with_progress(cfg.identity, cfg.seed)
+    write_bank(bank, out)
+    seconds = " + ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
+    console.print(
+        f"wrote [bold]{out}[/]: {report.num_identities:,} identities, sampler [bold]{report.sampler}[/], "
+        f"seed {cfg.seed}, on {report.device} ({seconds})"
+    )
+    sc = report.screen
+    console.print(
+        f"screens: rejected {sc['rejected_separation']} (separation) + {sc['rejected_novelty']} (novelty), "
+        f"resampled {sc['resampled']} in {sc['rounds']} round(s)"
+        + (f"; band redraws {report.band_redraws}" if report.sampler == "gallery" else "")
+    )
+    _print_stats(bank)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _print_stats(bank) -> None:
+    from synthface.identity.stats import bank_stats
+
+    st = bank_stats(bank)
+    table = Table(title=f"identity bank: {st['num_identities']:,} identities ({st['sampler']}, seed {st['seed']})")
+    table.add_column("cosine")
+    for name in ("min", "median", "mean", "p99", "max"):
+        table.add_column(name, justify="right")
+    nn = st["nn_cosine"]
+    table.add_row("nearest neighbour in bank", *[_fmt(nn and nn[k]) for k in ("min", "median", "mean", "p99", "max")])
+    gal = st["max_gallery_cosine"]
+    if gal:
+        table.add_row(
+            f"max to gallery ({Path(st['gallery']).name if st['gallery'] else 'gallery'})",
+            *[_fmt(gal[k]) for k in ("min", "median", "mean", "p99", "max")],
+        )
+    else:
+        table.add_row("max to gallery", *["-"] * 5)
+    console.print(table)
+    if st["nn_angle_min_degrees"] is not None:
+        console.print(f"smallest angle between two identities: {st['nn_angle_min_degrees']:.2f} degrees")
+    if st["screen"]:
+        sc = st["screen"]
+        console.print(
+            f"screens when sampled: rejected {sc['rejected_separation']} (separation), "
+            f"{sc['rejected_novelty']} (novelty); resampled {sc['resampled']}"
+        )
+
+
+@ids_app.command("stats")
+def stats(
+    bank_path: Path = typer.Argument(..., metavar="BANK.parquet", help="An identity bank written by `ids sample`."),
+    plot: Path = typer.Option(None, "--plot", help="Also write a histogram PNG here."),
+) -> None:
+    """Print N, the nearest-neighbour cosine distribution and gallery similarity of a bank."""
+    from synthface.identity.bank import read_bank
+
+    bank = read_bank(bank_path)
+    _print_stats(bank)
+    if plot is not None:
+        from synthface.identity.stats import plot_histograms
+
+        console.print(f"wrote {plot_histograms(bank, plot)}")
+
+
+@bench_app.command("ids")
+def bench_ids(
+    sizes: str = typer.Option("1000,10000,100000", "--sizes", help="Comma-separated bank sizes N."),
+    config: Path = typer.Option(None, "--config", "-c", help="Factory config YAML (the `identity:` section is used)."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set identity.packed.steps=50."),
+) -> None:
+    """Uniform vs packed identity banks: time and nearest-neighbour cosine for each N.
+
+    Each time is a whole `ids sample` run minus the file write: drawing, packing
+    (packed only) and the screen pass that measures every nearest neighbour.
+    """
+    import os
+    import time
+
+    from synthface.errors import ConfigError
+    from synthface.factory_config import load_factory_config
+    from synthface.identity.bank import sample_bank
+    from synthface.identity.stats import bank_stats
+
+    try:
+        ns = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--sizes: expected comma-separated integers, got {sizes!r}") from None
+    if not ns or min(ns) < 2:
+        raise ConfigError("--sizes: give at least one size, each >= 2")
+    base = load_factory_config(config, overrides)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    console.print(f"cpu cores {os.cpu_count()}, load average at start {load:.2f}")
+    rows = []
+    for n in ns:
+        row = {"n": n}
+        for sampler in ("uniform", "packed"):
+            cfg = base.identity.model_copy(update={"num_identities": n, "sampler": sampler})
+            t0 = time.perf_counter()
+            bank, report = _sample_with_progress(cfg, base.seed)
+            elapsed = time.perf_counter() - t0
+            nn = bank_stats(bank)["nn_cosine"]
+            row[sampler] = {"s": elapsed, "max": nn["max"], "mean": nn["mean"], "device": report.device}
+            console.print(
+                f"N={n:,} {sampler:>7}: {elapsed:7.1f}s  max NN {nn['max']:.4f}  mean NN {nn['mean']:.4f}  "
+                f"({', '.join(f'{k} {v:.1f}s' for k, v in report.seconds.items())}) on {report.device}"
+            )
+        rows.append(row)
+
+    table = Table(title="identity samplers: uniform (baseline) vs packed, nearest-neighbour cosine")
+    for col in ("N", "uniform s", "uniform max", "uniform mean", "packed s", "packed max", "packed mean",
+                "max gain", "packed/uniform time", "packed time ~ N^p"):
+        table.add_column(col, justify="right")
+    prev = None
+    for row in rows:
+        u, p = row["uniform"], row["packed"]
+        growth = "-"
+        if prev is not None and row["n"] != prev["n"]:
+            growth = f"p = {math.log(p['s'] / prev['packed']['s']) / math.log(row['n'] / prev['n']):.2f}"
+        table.add_row(
+            f"{row['n']:,}", f"{u['s']:.1f}", f"{u['max']:.4f}", f"{u['mean']:.4f}",
+            f"{p['s']:.1f}", f"{p['max']:.4f}", f"{p['mean']:.4f}",
+            f"{u['max'] - p['max']:+.4f}", f"{p['s'] / u['s']:.1f}x", growth,
+        )
+        prev = row
+    console.print(table)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    console.print(f"load average at end {load_end:.2f} (other work on the machine slows every timing)")

@@ -1,0 +1,263 @@
+"""The identity bank: sample it from a config, write it to Parquet, read it back.
+
+Contract (docs/architecture.md): one row per identity with
+``id`` (int64, dense from 0), ``embedding`` (512 float32, unit norm),
+``sampler`` and ``sampler_settings`` (JSON), ``nn_cosine`` / ``nn_id`` (nearest
+other identity in the bank), ``max_gallery_cosine`` (to the real-identity
+gallery, null when none was given), plus ``gallery_anchor`` (gallery sampler)
+and ``resampled`` (replaced by a screen). The file's schema metadata holds the
+identity config, the run seed and the screen counts, so a bank says how it was
+made. Same config and seed on the same kind of device -> byte-identical file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthface.errors import InputDataError
+from synthface.identity.config import EMBEDDING_DIM, IdentityConfig
+
+BANK_FORMAT = "synthface.identity_bank/1"
+METADATA_KEY = b"synthface.identity_bank"
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class IdentityBank:
+    ids: np.ndarray  # int64[N]
+    embeddings: np.ndarray  # float32[N, 512]
+    table: Any  # pyarrow.Table (all columns)
+    metadata: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.table.column(name).to_numpy(zero_copy_only=False)
+
+
+@dataclass
+class SampleReport:
+    sampler: str
+    num_identities: int
+    device: str
+    seconds: dict[str, float]
+    screen: dict[str, int]
+    packing: dict[str, float] | None = None
+    band_redraws: int = 0
+
+
+def sampler_settings(cfg: IdentityConfig) -> dict:
+    """The settings that shaped the vectors (what goes in the ``sampler_settings`` column)."""
+    settings: dict[str, Any] = {"sampler": cfg.sampler, "gallery": cfg.gallery}
+    if cfg.sampler == "packed":
+        settings["packed"] = cfg.packed.model_dump(mode="json")
+    elif cfg.sampler == "gallery":
+        settings["gallery_sampler"] = cfg.gallery_sampler.model_dump(mode="json")
+    settings["screen"] = cfg.screen.model_dump(mode="json")
+    return settings
+
+
+def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None) -> tuple[IdentityBank, SampleReport]:
+    """Sample, pack (if asked) and screen ``cfg.num_identities`` identities from ``seed``."""
+    import torch  # noqa: F401  (heavy: only when sampling)
+
+    from synthface.identity import samplers
+    from synthface.identity.gallery import load_gallery
+    from synthface.identity.neighbours import resolve_device
+    from synthface.identity.packing import pack
+    from synthface.identity.screens import screen
+
+    device = resolve_device(cfg.device)
+    n = cfg.num_identities
+    seconds: dict[str, float] = {}
+    gallery = load_gallery(cfg.gallery) if cfg.gallery else None
+    novelty = load_gallery(cfg.screen.novelty_gallery) if cfg.screen.novelty_gallery else None
+
+    t0 = time.perf_counter()
+    anchors = np.full(n, -1, dtype=np.int64)
+    band_redraws = 0
+    packing_report = None
+    if progress:
+        progress("drawing", 0, 1)
+    if cfg.sampler == "gallery":
+        draws = samplers.gallery_vectors(seed, np.arange(n), gallery, cfg.gallery_sampler)
+        vectors, anchors, band_redraws = draws.vectors, draws.anchors, draws.redraws
+    else:
+        vectors = samplers.uniform_vectors(seed, n)
+    seconds["draw"] = time.perf_counter() - t0
+    if cfg.sampler == "packed":
+        t0 = time.perf_counter()
+        vectors, rep = pack(vectors, cfg.packed, gallery=gallery, device=device, progress=progress)
+        packing_report = rep.__dict__
+        seconds["pack"] = time.perf_counter() - t0
+
+    def redraw(ids: np.ndarray, screen_round: int) -> np.ndarray:
+        nonlocal band_redraws
+        if cfg.sampler == "gallery":
+            d = samplers.gallery_vectors(
+                seed, ids, gallery, cfg.gallery_sampler, purpose="identity.gallery.redraw", round_key=screen_round
+            )
+            anchors[ids] = d.anchors
+            band_redraws += d.redraws
+            return d.vectors
+        # a packed bank's rejects get fresh uniform vectors (re-packing would move everyone)
+        return samplers.redraw_uniform(seed, ids, screen_round)
+
+    t0 = time.perf_counter()
+    if progress:
+        progress("screening", 0, 1)
+    screened = screen(
+        vectors,
+        cfg.screen,
+        redraw,
+        novelty_gallery=novelty,
+        similarity_gallery=gallery,
+        device=device,
+        block_size=cfg.packed.block_size,
+    )
+    seconds["screen"] = time.perf_counter() - t0
+
+    resampled = np.zeros(n, dtype=bool)
+    resampled[screened.report.resampled_ids] = True
+    gallery_source = cfg.screen.novelty_gallery or cfg.gallery
+    table = _make_table(
+        embeddings=screened.embeddings,
+        sampler=cfg.sampler,
+        settings=sampler_settings(cfg),
+        nn_cosine=screened.nn_cosine,
+        nn_id=screened.nn_id,
+        gallery_cosine=screened.gallery_cosine,
+        anchors=anchors if cfg.sampler == "gallery" else None,
+        resampled=resampled,
+    )
+    metadata = {
+        "format": BANK_FORMAT,
+        "seed": int(seed),
+        "identity": cfg.model_dump(mode="json"),
+        "screen": screened.report.as_dict(),
+        "band_redraws": int(band_redraws),
+        "gallery_for_similarity": gallery_source,
+        "device": device.type,
+        "synthface_version": _version(),
+    }
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode("utf-8")})
+    bank = IdentityBank(np.arange(n, dtype=np.int64), screened.embeddings, table, metadata)
+    report = SampleReport(
+        sampler=cfg.sampler,
+        num_identities=n,
+        device=str(device),
+        seconds=seconds,
+        screen=screened.report.as_dict(),
+        packing=packing_report,
+        band_redraws=band_redraws,
+    )
+    return bank, report
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("synthface")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _make_table(
+    *,
+    embeddings: np.ndarray,
+    sampler: str,
+    settings: dict,
+    nn_cosine: np.ndarray,
+    nn_id: np.ndarray,
+    gallery_cosine: np.ndarray | None,
+    anchors: np.ndarray | None,
+    resampled: np.ndarray,
+):
+    import pyarrow as pa
+
+    n, dim = embeddings.shape
+    flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1), type=pa.float32())
+    settings_json = json.dumps(settings, sort_keys=True)
+    nn_valid = np.isfinite(nn_cosine)
+    return pa.table(
+        {
+            "id": pa.array(np.arange(n, dtype=np.int64)),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+            "sampler": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([sampler])),
+            "sampler_settings": pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, dtype=np.int32)), pa.array([settings_json])
+            ),
+            "nn_cosine": pa.array(nn_cosine.astype(np.float32), mask=~nn_valid),
+            "nn_id": pa.array(nn_id.astype(np.int64), mask=~nn_valid),
+            "max_gallery_cosine": pa.array(
+                np.zeros(n, dtype=np.float32) if gallery_cosine is None else gallery_cosine.astype(np.float32),
+                mask=np.ones(n, dtype=bool) if gallery_cosine is None else None,
+            ),
+            "gallery_anchor": pa.array(
+                np.zeros(n, dtype=np.int64) if anchors is None else anchors,
+                mask=np.ones(n, dtype=bool) if anchors is None else None,
+            ),
+            "resampled": pa.array(resampled),
+        }
+    )
+
+
+def write_bank(bank: IdentityBank, path: str | Path) -> Path:
+    """Write the bank atomically (temp file + rename): a crash leaves no half-written bank."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        pq.write_table(bank.table, tmp, compression="zstd", row_group_size=65_536)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputDataError(f"cannot write identity bank {path}: {exc}") from None
+    return path
+
+
+REQUIRED_COLUMNS = ("id", "embedding", "sampler", "sampler_settings", "nn_cosine", "max_gallery_cosine")
+
+
+def read_bank(path: str | Path) -> IdentityBank:
+    """Read and check a bank file: ids dense from 0, 512-d finite unit embeddings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"identity bank not found: {path}")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputDataError(f"identity bank {path}: not a readable Parquet file ({exc})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise InputDataError(f"identity bank {path}: missing column(s) {', '.join(missing)}")
+    ids = table.column("id").to_numpy(zero_copy_only=False)
+    if not np.issubdtype(ids.dtype, np.integer) or not np.array_equal(ids, np.arange(len(ids))):
+        raise InputDataError(f"identity bank {path}: 'id' must be the integers 0..N-1 in order")
+    col = table.column("embedding").combine_chunks()
+    if not pa.types.is_fixed_size_list(col.type) or col.type.list_size != EMBEDDING_DIM or col.null_count:
+        raise InputDataError(
+            f"identity bank {path}: 'embedding' must be non-null fixed-size lists of {EMBEDDING_DIM} floats, got {col.type}"
+        )
+    embeddings = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(ids), EMBEDDING_DIM)
+    norms = np.linalg.norm(embeddings, axis=1)
+    if not np.isfinite(embeddings).all() or (len(norms) and np.abs(norms - 1).max() > 1e-3):
+        raise InputDataError(f"identity bank {path}: embeddings must be finite unit vectors")
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    metadata = json.loads(raw) if raw else {}
+    return IdentityBank(ids.astype(np.int64), embeddings, table, metadata)

@@ -1,0 +1,86 @@
+"""Summaries of an identity bank: separation and gallery similarity, and a histogram."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from synthface.identity.bank import IdentityBank
+
+
+def _summary(values: np.ndarray) -> dict[str, float] | None:
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return None
+    return {
+        "min": float(values.min()),
+        "median": float(np.median(values)),
+        "mean": float(values.mean()),
+        "p99": float(np.quantile(values, 0.99)),
+        "max": float(values.max()),
+    }
+
+
+def _floats(bank: IdentityBank, name: str) -> np.ndarray:
+    if name not in bank.table.column_names:
+        return np.zeros(0, dtype=np.float64)
+    return bank.table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> NaN
+
+
+def bank_stats(bank: IdentityBank) -> dict:
+    """N, sampler, nearest-neighbour cosine and gallery cosine summaries, screen counts."""
+    sampler = bank.table.column("sampler")[0].as_py() if len(bank) else None
+    nn = _floats(bank, "nn_cosine")
+    gallery = _floats(bank, "max_gallery_cosine")
+    resampled = bank.table.column("resampled").to_numpy(zero_copy_only=False) if "resampled" in bank.table.column_names else None
+    return {
+        "num_identities": len(bank),
+        "sampler": sampler,
+        "seed": bank.metadata.get("seed"),
+        "nn_cosine": _summary(nn),
+        "max_gallery_cosine": _summary(gallery),
+        "gallery": bank.metadata.get("gallery_for_similarity"),
+        "screen": bank.metadata.get("screen"),
+        "resampled": int(resampled.sum()) if resampled is not None else None,
+        "nn_angle_min_degrees": float(np.degrees(np.arccos(np.clip(np.nanmax(nn), -1, 1)))) if np.isfinite(nn).any() else None,
+    }
+
+
+def plot_histograms(bank: IdentityBank, path: str | Path) -> Path:
+    """Write a PNG: histogram of nearest-neighbour cosine (and of gallery cosine when present)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nn = _floats(bank, "nn_cosine")
+    nn = nn[np.isfinite(nn)]
+    gallery = _floats(bank, "max_gallery_cosine")
+    gallery = gallery[np.isfinite(gallery)]
+    panels = 2 if len(gallery) else 1
+    stats = bank_stats(bank)
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    if len(nn):
+        ax.hist(nn, bins=min(100, max(10, len(nn) // 20)), color="#3b6ea8")
+        ax.axvline(nn.max(), color="#c0392b", linestyle="--", label=f"max {nn.max():.3f}")
+        ax.axvline(np.median(nn), color="#555555", linestyle=":", label=f"median {np.median(nn):.3f}")
+        ax.legend()
+    ax.set_xlabel("cosine to nearest other identity")
+    ax.set_ylabel("identities")
+    ax.set_title(f"{stats['sampler']} bank, N = {len(bank):,}: separation")
+    if panels == 2:
+        ax = axes[0, 1]
+        ax.hist(gallery, bins=min(100, max(10, len(gallery) // 20)), color="#4a9a5b")
+        ax.axvline(gallery.max(), color="#c0392b", linestyle="--", label=f"max {gallery.max():.3f}")
+        ax.legend()
+        ax.set_xlabel("max cosine to the real-identity gallery")
+        ax.set_ylabel("identities")
+        ax.set_title("gallery similarity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
