@@ -162,3 +162,33 @@ def test_embed_gallery_cli_with_no_usable_image_fails_cleanly(assets, cli, tmp_p
     assert proc.returncode == 2
     assert "no face could be embedded" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_face_pairs_cli_reports_the_measurements(assets, cli, tmp_path):
+    import json
+
+    ids = {}
+    with open(assets / "faces" / "identities.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            ids.setdefault(int(r["identity"]), []).append(r["image"])
+    a, b = ids[0][:3], ids[1][:3]
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image_a,image_b,same\n" + "".join(
+        f"{x},{y},{int(same)}\n" for x, y, same in [(a[0], a[1], 1), (a[1], a[2], 1), (b[0], b[1], 1), (a[0], b[0], 0), (a[2], b[2], 0)]
+    ))
+    proc = cli("face-pairs", assets / "faces" / "images", "--pairs", pairs, "--as-generated",
+               "--detector", assets / "models" / "scrfd_500m_kps.onnx",
+               "--recognizer", assets / "models" / "mobilefacenet_arcface_128d.onnx")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["faces_found"] == 6 and out["models"]["detector_input"] == [256, 256]
+    assert out["pairs"]["pairs"] == 5 and out["pairs"]["auc"] == 1.0
+
+
+def test_bench_faces_runs(assets, cli):
+    proc = cli("bench", "faces", "--limit", "2", "--repeat", "1", "--det-sizes", "256",
+               "--images", assets / "faces" / "images",
+               "--detector", assets / "models" / "scrfd_500m_kps.onnx",
+               "--recognizer", assets / "models" / "mobilefacenet_arcface_128d.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert "cpu 256px" in proc.stdout and "cpu 640px" in proc.stdout and "2/2" in proc.stdout

@@ -157,7 +157,7 @@ def face_pairs(
     from synthface.errors import InputDataError
     from synthface.faces.analyzer import FaceAnalyzer
     from synthface.faces.images import read_rgb
-    from synthface.filtering.evaluate import candidate_set_stats, pair_stats
+    from synthface.filtering.evaluate import candidate_set_stats, centre_stats, pair_stats
 
     from synthface.faces.bench import generated_like
 
@@ -205,6 +205,8 @@ def face_pairs(
         lab = [labels[n] for n in named]
         out["candidate_sets_centre_only"] = candidate_set_stats(res, lab, cfg.filter.model_copy(update={"use_target": False})).as_dict()
         out["candidate_sets_with_target"] = candidate_set_stats(res, lab, cfg.filter, with_target=True).as_dict()
+        ok = [i for i, r in enumerate(res) if r.ok]
+        out["class_centres"] = centre_stats(np.stack([res[i].embedding for i in ok]), [lab[i] for i in ok])
     typer.echo(json.dumps(out, indent=2))
 
 

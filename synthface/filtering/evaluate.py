@@ -155,3 +155,30 @@ def candidate_set_stats(
         same_sim_target_min=extreme(sims["same_target"], min),
         impostor_sim_target_max=extreme(sims["imp_target"], max),
     )
+
+
+def centre_stats(embeddings: np.ndarray, labels, min_split_images: int = 4) -> dict:
+    """What tau_inter is read from: the most similar pair of different people's class centres
+    (mean of their images), and the least similar pair of centres of one person's images split
+    in two halves (the duplicate a tau_inter check must catch)."""
+    emb, labels = np.asarray(embeddings, np.float32), np.asarray(labels)
+
+    def centre(rows):
+        c = emb[rows].sum(axis=0)
+        return c / np.linalg.norm(c)
+
+    people = np.unique(labels)
+    centres = np.stack([centre(np.flatnonzero(labels == p)) for p in people])
+    sims = centres @ centres.T
+    np.fill_diagonal(sims, -np.inf)
+    halves = []
+    for p in people:
+        own = np.flatnonzero(labels == p)
+        if len(own) >= min_split_images:
+            halves.append(float(centre(own[::2]) @ centre(own[1::2])))
+    return {
+        "people": int(len(people)),
+        "different_person_centre_max": round(float(sims.max()), 4) if len(people) > 1 else None,
+        "same_person_split_centre_min": round(min(halves), 4) if halves else None,
+        "people_split": len(halves),
+    }
