@@ -243,6 +243,7 @@ def bench_sample(
     overrides: list[str] = typer.Option(None, "--set", help="Override a key: --set generation.guidance=1.0."),
 ) -> None:
     """Time per image of Arc2FaceGenerator at several batch sizes (ratio vs the first batch size)."""
+    import os
     import tempfile
     import time
 
@@ -266,18 +267,21 @@ def bench_sample(
         generator = Arc2FaceGenerator.from_folder(models, gen_cfg)
         generator.generate(vectors[:b], list(range(b)))  # warm-up (lazy init, compile)
         n = max(b, images - images % b)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         generator.generate(vectors[:n], list(range(n)))
-        rows.append((b, n, (time.perf_counter() - t0) / n))
+        rows.append((b, n, (time.perf_counter() - t0) / n, (time.process_time() - c0) / n))
     base = rows[0][2]
     d = generator.describe()
     typer.echo(
         f"device {d['device']} dtype {d['dtype']} threads {torch.get_num_threads()} | {size}x{size}, "
         f"{d['scheduler']} x{d['steps']} steps, guidance {d['guidance']} | models {models}"
     )
-    typer.echo(f"{'batch':>5} {'images':>6} {'s/image':>9} {'speed-up vs batch ' + str(rows[0][0]):>22}")
-    for b, n, per in rows:
-        typer.echo(f"{b:>5} {n:>6} {per:>9.4f} {base / per:>22.2f}x")
+    # CPU seconds help read wall times taken on a shared, loaded machine.
+    typer.echo(f"{'batch':>5} {'images':>6} {'wall s/image':>12} {'cpu s/image':>11} {'speed-up vs batch ' + str(rows[0][0]):>22}")
+    for b, n, per, cpu in rows:
+        typer.echo(f"{b:>5} {n:>6} {per:>12.4f} {cpu:>11.4f} {base / per:>22.2f}x")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    typer.echo(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
     if tmp is not None:
         tmp.cleanup()
 
