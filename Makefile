@@ -30,5 +30,18 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 
+# `make demo`: tiny random-weight models, a small identity bank, generate,
+# verify and the dataset card, all under out/demo (offline, CPU, minutes).
+# Rerunning resumes (committed shards are kept).
+DEMO := out/demo
+
+demo: setup
+	$(PY) -m synthface models init-tiny $(DEMO)/models
+	$(PY) -m synthface ids sample --config configs/demo.yaml --out $(DEMO)/bank.parquet
+	$(PY) -m synthface generate --config configs/demo.yaml --out $(DEMO)/dataset
+	$(PY) -m synthface verify $(DEMO)/dataset
+	$(PY) -m synthface card $(DEMO)/dataset
+	@echo "demo dataset: $(DEMO)/dataset (card: $(DEMO)/dataset/README.md)"
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
