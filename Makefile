@@ -43,5 +43,25 @@ demo: setup
 	$(PY) -m synthface card $(DEMO)/dataset
 	@echo "demo dataset: $(DEMO)/dataset (card: $(DEMO)/dataset/README.md)"
 
+# `make benchmark`: train on a dataset's shards, then score on .bin files.
+# Defaults: the demo dataset (made by `make demo` if missing) and the shared
+# test bins; on your machine pass BENCH_DATA=DATASET_ROOT BINS=DIR_WITH_LFW_BINS,
+# BENCH_CONFIG=your.yaml and NPROC=<GPUs> (torchrun DDP).
+BENCH_CONFIG ?= configs/benchmark.yaml
+BENCH_DATA ?= out/demo/dataset
+BENCH_OUT ?= out/benchmark
+BINS ?= ../shared/assets/verification
+NPROC ?= 1
+BENCH_LAUNCH := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m synthface,$(PY) -m synthface)
+
+benchmark: setup
+	@test -f $(BENCH_DATA)/dataset.json || [ "$(BENCH_DATA)" != "out/demo/dataset" ] || $(MAKE) demo
+	$(BENCH_LAUNCH) train --config $(BENCH_CONFIG) --data $(BENCH_DATA) --out $(BENCH_OUT)/run
+	@if ls $(BINS)/*.bin >/dev/null 2>&1; then \
+	  $(PY) -m synthface benchmark --config $(BENCH_CONFIG) --model $(BENCH_OUT)/run --bins $(BINS) --out $(BENCH_OUT)/report; \
+	else \
+	  echo "trained $(BENCH_OUT)/run; not scored: no .bin files in $(BINS). Pass the folder holding lfw.bin, cfp_fp.bin, agedb_30.bin: make benchmark BINS=DIR"; \
+	fi
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
