@@ -80,7 +80,7 @@ def screen(
     novelty gallery when given, else the sampler's gallery, else none).
     """
     device = device or torch.device("cpu")
-    x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).to(device)
+    x = torch.from_numpy(np.array(embeddings, dtype=np.float32, copy=True)).to(device)  # never edit the caller's array
     n = x.shape[0]
     report = ScreenReport()
     resampled = np.zeros(n, dtype=bool)
