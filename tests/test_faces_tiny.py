@@ -101,3 +101,32 @@ def test_flip_average_is_symmetric(tiny_dir):
     b = rec.embed(crops[:, :, ::-1], flip_average=True)
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert np.abs(a - rec.embed(crops)).max() > 1e-3
+
+
+def test_outputs_ordered_per_stride_are_regrouped(tmp_path):
+    model = build_tiny_detector()
+    outputs = list(model.graph.output)
+    per_stride = [outputs[level + 3 * kind] for level in range(3) for kind in range(3)]  # s8: score, box, kps; s16: ...
+    del model.graph.output[:]
+    model.graph.output.extend(per_stride)
+    onnx.save(model, str(tmp_path / "per_stride.onnx"))
+    onnx.save(build_tiny_detector(), str(tmp_path / "grouped.onnx"))
+    cfg = FaceAnalysisConfig()
+    a, b = SCRFDDetector.load(tmp_path / "per_stride.onnx", cfg), SCRFDDetector.load(tmp_path / "grouped.onnx", cfg)
+    assert a.output_names == b.output_names
+    image = np.random.default_rng(5).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    np.testing.assert_allclose(a.detect([image])[0].landmarks, b.detect([image])[0].landmarks)
+
+
+def test_fixed_input_size_is_used(tmp_path):
+    model = build_tiny_detector()
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].ClearField("dim_param")
+    dims[2].dim_value = 128
+    dims[3].ClearField("dim_param")
+    dims[3].dim_value = 128
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    det = SCRFDDetector.load(tmp_path / "fixed.onnx", FaceAnalysisConfig(det_size=256))
+    assert det.input_hw == (128, 128)
+    found = det.detect([np.random.default_rng(6).integers(0, 256, (512, 512, 3), dtype=np.uint8)])[0]
+    assert len(found) == 1 and abs((found.boxes[0, 0] + found.boxes[0, 2]) / 2 - 256) < 40

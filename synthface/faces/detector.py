@@ -12,6 +12,7 @@ time; batchable exports get several images per call.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import numpy as np
 
 from synthface.errors import MissingModelError
 from synthface.faces.onnx_session import describe_dim, open_session
+
+log = logging.getLogger(__name__)
 
 # number of outputs -> (strides, anchors per cell, has landmarks)
 _LAYOUTS = {
@@ -72,17 +75,28 @@ class SCRFDDetector:
         if not has_kps:
             raise MissingModelError(f"{where} is an SCRFD detector without landmarks; alignment needs a *_kps model")
         self.input_name = inputs[0].name
-        self.output_names = [o.name for o in outputs]
+        self.output_names = self._grouped_output_names(outputs)
         batch, _, height, width = inputs[0].shape
         self.fixed_batch = describe_dim(batch)
         fixed_h, fixed_w = describe_dim(height), describe_dim(width)
         # A model exported at a fixed size dictates it; otherwise the configured square.
         self.input_hw = (fixed_h, fixed_w) if fixed_h and fixed_w else (det_size, det_size)
+        if self.input_hw != (det_size, det_size):
+            log.warning("%s has a fixed input of %sx%s px; faces.det_size=%s is ignored", where, fixed_w, fixed_h, det_size)
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_faces = max_faces
         self.batch_size = 1 if self.fixed_batch == 1 else batch_size
         self._centres: dict[tuple[int, int, int], np.ndarray] = {}
+
+    @staticmethod
+    def _grouped_output_names(outputs) -> list[str]:
+        """Output names as scores, boxes, landmarks (each by stride). insightface exports already
+        come in that order; an export ordered per stride is regrouped by its channel counts."""
+        channels = [o.shape[-1] if o.shape else None for o in outputs]
+        if all(isinstance(c, int) for c in channels) and set(channels) == {1, 4, 10}:
+            return [o.name for c in (1, 4, 10) for o, oc in zip(outputs, channels) if oc == c]
+        return [o.name for o in outputs]
 
     @classmethod
     def load(cls, path: Path, cfg) -> "SCRFDDetector":
