@@ -60,6 +60,7 @@ def embed_gallery(
     failed). Images that fail are reported and skipped; no embedded image at all is an error.
     """
     import csv
+    import time
 
     import numpy as np
     from rich.console import Console
@@ -70,6 +71,8 @@ def embed_gallery(
     from synthface.faces.images import list_images, read_rgb
 
     console = Console(stderr=True)
+    if out.suffix != ".npy":
+        raise InputDataError(f"--out must be a .npy file (the report goes beside it as .csv), got {out}")
     _, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, det_size)
     paths = list_images(images_dir)
     if not paths:
@@ -82,8 +85,6 @@ def embed_gallery(
     with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                   TimeRemainingColumn(), console=console, transient=True) as progress:
         task = progress.add_task("embed", total=len(paths), rate="")
-        import time
-
         t0 = time.perf_counter()
         for start in range(0, len(paths), chunk):
             batch_paths = paths[start : start + chunk]
@@ -137,8 +138,8 @@ def embed_gallery(
 
 def face_pairs(
     images_dir: Path = typer.Argument(..., help="Folder of labelled photos."),
-    pairs: Path = typer.Option(..., "--pairs", help="CSV image_a,image_b,same (paths relative to the folder's parent or names)."),
-    identities: Path = typer.Option(None, "--identities", help="CSV image,identity: also run the filter on candidate sets."),
+    pairs: Path = typer.Option(..., "--pairs", help="CSV image_a,image_b,same (0/1); only the file names are used, looked up in IMAGES_DIR."),
+    identities: Path = typer.Option(None, "--identities", help="CSV image,identity (file names as above): also run the filter on candidate sets of these photos."),
     models: str = _models_opt,
     detector: str = _det_opt,
     recognizer: str = _rec_opt,
