@@ -125,6 +125,13 @@ def test_lcm_on_without_weights_names_the_file(models, tmp_path):
     assert make(folder, lcm="auto").describe()["lcm_lora"] is False
 
 
+@pytest.mark.parametrize("text, value", [("on", "on"), ("off", "off"), ("true", "on"), ("no", "off"), ("auto", "auto")])
+def test_lcm_switch_reads_yaml_words(text, value):
+    from synthface.factory_config import FactoryConfig
+
+    assert load_config(FactoryConfig, None, [f"generation.lcm={text}"]).generation.lcm == value
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
@@ -157,6 +164,7 @@ def test_seed_count_must_match(models):
         ("generation.batch_size=0", "generation.batch_size"),
         ("generation.dtype=float64", "generation.dtype"),
         ("generation.scheduler=heun", "generation.scheduler"),
+        ("generation.lcm=sometimes", "generation.lcm"),
         ("generation.colour=1", "generation.colour"),
     ],
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from synthface.config import StrictModel
 from synthface.generation.speed import PerfConfig
@@ -46,8 +46,16 @@ class GenerationConfig(StrictModel):
     lcm_guidance: float = Field(1.0, ge=1.0, le=3.0, description="Guidance in LCM-LoRA mode (1.0 = none).")
     perf: PerfConfig = Field(default_factory=PerfConfig)
 
+    @field_validator("lcm", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value):
+        # YAML reads a bare on/off (or yes/no, true/false) as a boolean.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
     @model_validator(mode="after")
     def _lcm_scheduler_only_with_lora(self):
         if self.scheduler == "lcm" and self.lcm == "off":
-            raise ValueError("scheduler 'lcm' needs the LCM-LoRA: set generation.lcm to 'on' or 'auto'")
+            raise ValueError("scheduler 'lcm' needs the LCM-LoRA: set generation.lcm to on or auto")
         return self

@@ -158,7 +158,7 @@ class Arc2FaceGenerator:
 
         if cfg.lcm == "on" and parts.lcm_lora is None:
             raise MissingModelError(
-                f"generation.lcm is 'on' but {root / LCM_LORA_DIR / LCM_LORA_WEIGHTS} is missing; get it with "
+                f"generation.lcm is on but {root / LCM_LORA_DIR / LCM_LORA_WEIGHTS} is missing; get it with "
                 f"`synthface models download --to {root} --lcm-lora` (from {LCM_LORA_REPO}) or set generation.lcm=off"
             )
         use_lcm = cfg.lcm == "on" or (cfg.lcm == "auto" and parts.lcm_lora is not None)
