@@ -37,9 +37,9 @@ from synthface.config import config_hash
 from synthface.errors import RunStateError
 
 CHECKPOINT_FORMAT = "synthface-fr/1"
-# Config sections that may change between a run and its resume (they do not
-# change what is learned, only how fast or how loudly).
-RESUMABLE_CHANGES = ("train", "verify", "data.num_workers")
+# Config keys that may change between a run and its resume: execution settings,
+# and max_steps (to stop early or train longer; the decay is recomputed).
+RESUMABLE_CHANGES = ("train", "verify", "data.num_workers", "optim.max_steps")
 
 
 class TrainModule(nn.Module):
