@@ -132,3 +132,20 @@ def test_compiled_rows_and_the_warm_cache_row(tmp_path):
         assert row["error"] is None and row["perf"]["compile"] is True and row["images_per_s"] > 0
     assert result["summary"]["b_over_a"] is None  # no reference row, so no ratio is made up
     assert result["summary"]["first_images_s"] >= result["rows"][0]["warmup_s"]
+
+
+def test_switch_rows_flip_after_the_users_overrides():
+    from synthface.bench.generation import BenchOptions, GenerationBenchmark, generation_config
+
+    bench = GenerationBenchmark(
+        BenchOptions(arch="tiny", device="cpu", overrides=("generation.perf.channels_last=true",), switches=("channels_last", "attention"))
+    )
+    base = bench.base_data()
+    rows = {name: changes for name, changes, _ in bench.switch_variants(base)}
+    assert set(rows) == {"channels_last=off", "attention=classic"}  # on (by override), so the row turns it off
+    cfg = generation_config(base, bench.opts.overrides, rows["channels_last=off"])
+    assert cfg.perf.channels_last is False and cfg.steps == 25 and cfg.height == 128
+    cfg = generation_config(base, bench.opts.overrides, rows["attention=classic"])
+    assert cfg.perf.channels_last is True and cfg.perf.attention == "classic"
+    with pytest.raises(Exception, match="generation"):
+        generation_config(base, ["faces.det_size=320"])

@@ -201,8 +201,8 @@ def identity_vectors(n: int, seed: int):
 # --------------------------------------------------------------------------- the generator under test
 
 
-def generation_config(data: dict[str, Any], overrides: Iterable[str] = ()):
-    """A validated GenerationConfig from ``data`` plus ``generation.*`` overrides."""
+def generation_config(data: dict[str, Any], overrides: Iterable[str] = (), changes: dict[str, Any] | None = None):
+    """A validated GenerationConfig: ``data``, then ``generation.*`` overrides, then a row's ``changes``."""
     from synthface.config import apply_overrides, validate
     from synthface.generation.config import GenerationConfig
 
@@ -212,7 +212,18 @@ def generation_config(data: dict[str, Any], overrides: Iterable[str] = ()):
         if not key.startswith("generation."):
             raise ConfigError(f"--set {key}: the generation benchmark takes generation.* keys only")
         stripped.append(text.strip()[len("generation.") :])
-    return validate(GenerationConfig, apply_overrides(data, stripped), source="bench generate")
+    merged = _deep_merge(apply_overrides(data, stripped), changes or {})
+    return validate(GenerationConfig, merged, source="bench generate")
+
+
+def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def load_generator(models_dir: Path, cfg, device, dtype):
@@ -291,8 +302,9 @@ class GenerationBenchmark:
         return root
 
     # ---- one row of B
-    def time_generator(self, models_dir: Path, group: str, name: str, batch_size: int, data: dict, overrides=(), note="") -> Row:
-        cfg = generation_config({**data, "batch_size": batch_size}, [*self.opts.overrides, *overrides])
+    def time_generator(self, models_dir: Path, group: str, name: str, batch_size: int, changes: dict | None = None, note="") -> Row:
+        """Time B with the shared settings, the user's overrides, then this row's ``changes``."""
+        cfg = generation_config(self.base_data(batch_size=batch_size), self.opts.overrides, changes)
         lcm = cfg.lcm == "on"
         steps = cfg.lcm_steps if lcm else cfg.steps
         guidance = cfg.lcm_guidance if lcm else cfg.guidance
@@ -414,7 +426,7 @@ class GenerationBenchmark:
 
         best_bs = self.batch_sizes[0]
         if "sweep" in opts.parts:
-            sweep = [self.time_generator(models_dir, "generator", f"B: generator b{bs}", bs, base) for bs in self.batch_sizes]
+            sweep = [self.time_generator(models_dir, "generator", f"B: generator b{bs}", bs) for bs in self.batch_sizes]
             ok = [r for r in sweep if r.error is None]
             if ok:
                 best_bs = max(ok, key=lambda r: r.images_per_s).batch_size
@@ -426,24 +438,24 @@ class GenerationBenchmark:
             from synthface.generation.speed import resolve
 
             if resolve(generation_config(base, opts.overrides).perf, self.device).compile:
-                self.time_generator(models_dir, "compile-cache", f"B: generator b{best_bs}, compile cache warm", best_bs, base)
+                self.time_generator(models_dir, "compile-cache", f"B: generator b{best_bs}, compile cache warm", best_bs)
             else:
                 self.log("[compile-cache] skipped: torch.compile is off here")
 
         if "dtype" in opts.parts:
             if self.device.type == "cuda":
                 other = "bfloat16" if self.dtype_name == "float16" else "float16"
-                self.time_generator(models_dir, "dtype", f"dtype {other}", best_bs, {**base, "dtype": other})
+                self.time_generator(models_dir, "dtype", f"dtype {other}", best_bs, {"dtype": other})
             else:
                 self.log("[dtype] skipped: fp16/bf16 rows need CUDA")
 
         if "switches" in opts.parts:
-            for name, data, note in self.switch_variants(base):
-                self.time_generator(models_dir, "switch", name, best_bs, data, note=note)
+            for name, changes, note in self.switch_variants(base):
+                self.time_generator(models_dir, "switch", name, best_bs, changes, note=note)
 
         if "output" in opts.parts:
-            for name, data, note in self.output_variants(base, models_dir):
-                self.time_generator(models_dir, "output-changing", name, best_bs, data, note=note)
+            for name, changes, note in self.output_variants(models_dir):
+                self.time_generator(models_dir, "output-changing", name, best_bs, changes, note=note)
 
         result = self.result()
         self._write_json()
@@ -462,7 +474,7 @@ class GenerationBenchmark:
         """One row per perf switch, flipped against its resolved default on this device."""
         from synthface.generation.speed import resolve
 
-        default = resolve(generation_config(base).perf, self.device)
+        default = resolve(generation_config(base, self.opts.overrides).perf, self.device)
         wanted = self.opts.switches or SWITCHES
         unknown = set(wanted) - set(SWITCHES)
         if unknown:
@@ -472,7 +484,7 @@ class GenerationBenchmark:
 
         def flip(key: str, note: str = "") -> None:
             value = getattr(default, key)
-            rows.append((f"{key}={'off' if value else 'on'}", {**base, "perf": {key: not value}}, note))
+            rows.append((f"{key}={'off' if value else 'on'}", {"perf": {key: not value}}, note))
 
         asked = set(self.opts.switches or ())
         for key in wanted:
@@ -480,7 +492,7 @@ class GenerationBenchmark:
                 flip(key)
             elif key == "attention":
                 other = "classic" if default.attention == "sdpa" else "sdpa"
-                rows.append((f"attention={other}", {**base, "perf": {"attention": other}}, "explicit softmax(QK^T)V vs torch SDPA"))
+                rows.append((f"attention={other}", {"perf": {"attention": other}}, "explicit softmax(QK^T)V vs torch SDPA"))
             elif key == "compile_vae" and (default.compile or key in asked):
                 flip(key, "VAE decoder compiled too")
             elif key == "inductor_tuning" and (default.compile or key in asked):
@@ -488,26 +500,26 @@ class GenerationBenchmark:
             elif key == "compile_mode" and default.compile:
                 for mode in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
                     if mode != default.compile_mode:
-                        rows.append((f"compile_mode={mode}", {**base, "perf": {"compile_mode": mode}}, ""))
+                        rows.append((f"compile_mode={mode}", {"perf": {"compile_mode": mode}}, ""))
             elif key == "cudnn_tf32" and on_cuda:
-                rows.append(("cudnn_benchmark=off,tf32=off", {**base, "perf": {"cudnn_benchmark": False, "tf32": False}}, ""))
+                rows.append(("cudnn_benchmark=off,tf32=off", {"perf": {"cudnn_benchmark": False, "tf32": False}}, ""))
         return rows
 
-    def output_variants(self, base: dict, models_dir: Path) -> list[tuple[str, dict, str]]:
+    def output_variants(self, models_dir: Path) -> list[tuple[str, dict, str]]:
         opts = self.opts
         rows: list[tuple[str, dict, str]] = []
         for key in opts.outputs:
             if key == "steps" and opts.fewer_steps < opts.steps:
-                rows.append((f"steps={opts.fewer_steps}", {**base, "steps": opts.fewer_steps}, "fewer solver steps"))
+                rows.append((f"steps={opts.fewer_steps}", {"steps": opts.fewer_steps}, "fewer solver steps"))
             elif key == "guidance_fraction" and opts.guidance > 1.0:
                 rows.append(
-                    (f"guidance_fraction={opts.truncate_fraction}", {**base, "guidance_fraction": opts.truncate_fraction}, "guidance truncation")
+                    (f"guidance_fraction={opts.truncate_fraction}", {"guidance_fraction": opts.truncate_fraction}, "guidance truncation")
                 )
             elif key == "no_guidance" and opts.guidance > 1.0:
-                rows.append(("guidance=1.0", {**base, "guidance": 1.0}, "no classifier-free guidance (one UNet pass per step)"))
+                rows.append(("guidance=1.0", {"guidance": 1.0}, "no classifier-free guidance (one UNet pass per step)"))
             elif key == "lcm":
                 if (models_dir / "lcm-lora").is_dir():
-                    rows.append(("lcm (LCM-LoRA)", {**base, "lcm": "on", "scheduler": "lcm"}, "LCM-LoRA few-step mode"))
+                    rows.append(("lcm (LCM-LoRA)", {"lcm": "on", "scheduler": "lcm"}, "LCM-LoRA few-step mode"))
                 else:
                     self.log("[output] lcm skipped: no lcm-lora/ in the model folder")
         return rows

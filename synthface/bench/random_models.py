@@ -94,13 +94,14 @@ def write_random_model_folder(
     )
     with torch.device(device):
         encoder = CLIPTextModel(text_cfg).to(dtype).eval()
-        tiny_models.write_legacy_text_encoder(encoder, root / ENCODER_DIR, dtype=dtype)
+        # torch.save keeps tensor devices: store CPU tensors, as the real checkpoint does.
+        tiny_models.write_legacy_text_encoder(encoder.to("cpu"), root / ENCODER_DIR, dtype=dtype)
         del encoder
         unet = UNet2DConditionModel(**SD15_UNET).to(dtype)
         unet.save_pretrained(root / UNET_DIR, safe_serialization=True)
         if with_lcm_lora:
             # The published LCM-LoRA for SD 1.5 has rank 64.
-            tiny_models.write_tiny_lcm_lora(unet, root / LCM_LORA_DIR, rank=64)
+            tiny_models.write_tiny_lcm_lora(unet.to("cpu"), root / LCM_LORA_DIR, rank=64)
         del unet
         vae = AutoencoderKL(**SD15_VAE).to(dtype)
         vae.save_pretrained(root / VAE_DIR, safe_serialization=True)
