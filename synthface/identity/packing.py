@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from synthface.identity.config import PackedConfig
-from synthface.identity.neighbours import as_tensor, max_similarity_to, top_k_neighbours
+from synthface.identity.neighbours import as_tensor, max_similarity_to, pair_cosines, top_k_neighbours
 
 Progress = Callable[[str, int, int], None]
 
@@ -111,7 +111,7 @@ def _row_max_listed(x: torch.Tensor, nbr: torch.Tensor, block_size: int) -> torc
     """The largest cosine of each row to its listed neighbours."""
     out = torch.empty(x.shape[0], device=x.device)
     for s in range(0, x.shape[0], block_size):
-        out[s : s + block_size] = torch.einsum("nd,nkd->nk", x[s : s + block_size], x[nbr[s : s + block_size]]).amax(1)
+        out[s : s + block_size] = pair_cosines(x[s : s + block_size], x, nbr[s : s + block_size]).amax(1)
     return out
 
 
