@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -137,7 +138,8 @@ class Arc2FaceGenerator:
                 f"generation.height/width must be multiples of {self.vae_scale} for this VAE, got {cfg.height}x{cfg.width}"
             )
         self.perf = optimize_modules(self.unet, self.vae, self.text_encoder, cfg.perf, device)
-        self.unet_batch_sizes: list[int] = []  # batch size of every UNet call (for tests and stats)
+        # Rows of the most recent UNet calls (tests count them); bounded for long-running workers.
+        self.unet_batch_sizes: deque[int] = deque(maxlen=4096)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -164,7 +166,7 @@ class Arc2FaceGenerator:
         use_lcm = cfg.lcm == "on" or (cfg.lcm == "auto" and parts.lcm_lora is not None)
         if use_lcm:
             apply_lcm_lora(parts.unet, parts.lcm_lora)
-            parts.unet.to(device, dtype)
+            parts.unet.to(device)  # LoRA merges keep the weight dtype
         with torch.no_grad():
             return cls(parts, cfg, device, dtype, root, use_lcm)
 
