@@ -12,6 +12,7 @@ of docs/architecture.md; this module holds no model or image logic.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections import Counter
@@ -83,6 +84,7 @@ def run_shard_job(
 ) -> dict[str, Any]:
     """Generate, analyse, filter and commit one shard; returns its stats."""
     t0 = time.perf_counter()
+    started_at = time.time()
     times = Counter()
     generator_info = stages.generator.describe()
     ids = list(range(job.id_start, job.id_stop))
@@ -185,6 +187,8 @@ def run_shard_job(
         "acceptance_rate": (reasons["accepted"] / num_candidates) if num_candidates else 0.0,
         "attempt": attempt,
         "host": platform.node(),
+        "pid": os.getpid(),
+        "started_at": round(started_at, 3),
     }
     times["write_s"] += time.perf_counter() - t
     stats["timings_s"] = {k: round(v, 3) for k, v in sorted(times.items())}

@@ -19,6 +19,7 @@ from pipelines.shard_job import JobSettings, Stages, run_shard_job
 from synthface.errors import ConfigError
 from synthface.factory_config import FactoryConfig
 from synthface.shards.storage import Output
+from synthface.shards.writer import warm_up as writer_warm_up
 
 
 def job_settings(cfg: FactoryConfig) -> JobSettings:
@@ -60,6 +61,7 @@ class ShardWorker:
             self.output = Output(out_url)
             self.embeddings = embeddings
             self.stages = stages_factory(self.cfg)
+            writer_warm_up()
             check_bank_space(self.cfg, self.stages, embeddings.shape[1])
         except Exception as exc:  # noqa: BLE001 - reported by ready()
             self.init_error = exc

@@ -17,6 +17,7 @@ import io
 import json
 import re
 import tarfile
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,6 +172,7 @@ class ShardWriter:
         )
         self.output.write_bytes(f"{self.name}.tar", self.tar_bytes())
         self.output.write_bytes(f"{self.name}.parquet", self.parquet_bytes())
+        stats["finished_at"] = round(time.time(), 3)
         self.output.write_json(f"{self.name}.json", stats)  # last: the commit marker
         return stats
 
@@ -191,3 +193,9 @@ def remove_interrupted_writes(output: Output) -> list[str]:
     for name in stale:
         output.remove(name)
     return stale
+
+
+def warm_up() -> None:
+    """Pay the writer's one-time costs (pyarrow's first Parquet write imports pandas)
+    when a worker starts rather than inside its first shard job."""
+    ShardWriter(None, 0).parquet_bytes()  # type: ignore[arg-type]
