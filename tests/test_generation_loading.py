@@ -139,3 +139,37 @@ def test_mismatched_unet_and_encoder_are_refused(era_folder, tmp_path):
     tiny_mod.tiny_unet(cross_attention_dim=640).save_pretrained(root / "arc2face")
     with pytest.raises(MissingModelError, match="not a pair"):
         load_parts(root, torch.device("cpu"), torch.float32)
+
+
+def test_lcm_lora_in_kohya_format_fuses_like_the_diffusers_format(tmp_path):
+    """LoRA files circulate in diffusers (`unet.x.lora_A`) and kohya (`lora_unet_x.lora_down`, `.alpha`)
+    key styles; both must fuse to the same UNet weights."""
+    from diffusers import UNet2DConditionModel
+
+    from synthface.generation.loading import apply_lcm_lora
+    from synthface.models.tiny import init_tiny
+
+    root = init_tiny(tmp_path / "m", with_lcm_lora=True, with_face_models=False)
+    diffusers_file = root / "lcm-lora" / "pytorch_lora_weights.safetensors"
+    kohya = {}
+    for key, value in load_file(diffusers_file).items():
+        module, kind = key[len("unet."):].rsplit(".lora_", 1)  # "down_blocks...to_q", "A.weight"
+        name = "lora_unet_" + module.replace(".", "_")
+        kohya[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value
+        if kind.startswith("A"):
+            kohya[f"{name}.alpha"] = torch.tensor(float(value.shape[0]))  # alpha = rank: scale 1
+    kohya_file = tmp_path / "kohya" / "pytorch_lora_weights.safetensors"
+    kohya_file.parent.mkdir()
+    save_file(kohya, kohya_file)
+
+    base = UNet2DConditionModel.from_pretrained(root / "arc2face").state_dict()
+    fused = {}
+    for name, path in (("diffusers", diffusers_file), ("kohya", kohya_file)):
+        unet = UNet2DConditionModel.from_pretrained(root / "arc2face")
+        apply_lcm_lora(unet, path)
+        fused[name] = unet.state_dict()
+    assert set(fused["kohya"]) == set(base)
+    changed = [k for k in base if not torch.equal(base[k], fused["diffusers"][k])]
+    assert len(changed) == len(kohya) // 3  # every LoRA'd projection (down, up, alpha per module) changed
+    for key in base:
+        torch.testing.assert_close(fused["kohya"][key], fused["diffusers"][key])

@@ -192,7 +192,11 @@ def tiny_vae():
 
 
 def write_tiny_lcm_lora(unet, folder: Path, rank: int = 4) -> Path:
-    """Write a random LoRA for ``unet`` in the file format of the LCM-LoRA release."""
+    """Write a random LoRA for ``unet`` (q/k/v/out projections) as ``pytorch_lora_weights.safetensors``.
+
+    Saved in diffusers' LoRA key style; the loader reads the kohya key style
+    (``lora_unet_*.lora_down``/``.alpha``) too (tested).
+    """
     import torch
     from diffusers import StableDiffusionPipeline
     from peft import LoraConfig, get_peft_model_state_dict
