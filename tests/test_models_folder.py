@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,40 @@ def test_download_plan_maps_every_file_into_the_layout():
     for f in files:  # files land at their layout path: the repo path is its suffix
         assert f.path.endswith(f.repo_path), f
     assert all(f.required for f in files_to_fetch(include_lcm_lora=False))
+
+
+def test_download_puts_every_file_at_its_layout_path_and_records_revisions(tmp_path, monkeypatch):
+    """The hub is replaced by a fake that serves each (repo, file); no network is used."""
+    import types
+
+    import huggingface_hub
+
+    from synthface.models import hub as dl
+
+    calls = []
+
+    def fake_download(repo_id, filename, *, revision=None, local_dir=None, etag_timeout=None):
+        calls.append((repo_id, filename, revision))
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f"{repo_id}:{filename}@{revision}")
+        return str(target)
+
+    def fake_info(self, repo_id, revision=None, timeout=None):
+        return types.SimpleNamespace(sha=f"sha-of-{repo_id.split('/')[0]}")
+
+    monkeypatch.setattr(dl, "check_connectivity", lambda root: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", fake_info)
+
+    root = dl.download(tmp_path / "models", include_lcm_lora=True, detector_repo="someone/antelope-mirror")
+    report = check(root)
+    assert report.ok and all(s.present for s in report.files)  # the optional LCM-LoRA too
+    assert (root / "lcm-lora" / "pytorch_lora_weights.safetensors").read_text().startswith("latent-consistency/")
+    assert (root / "scrfd_10g_bnkps.onnx").read_text().startswith("someone/antelope-mirror:")
+    # every file is fetched at the commit resolved for its repo
+    assert all(rev == f"sha-of-{repo.split('/')[0]}" for repo, _, rev in calls)
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert manifest["origin"] == "download"
+    assert manifest["parts"]["FoivosPar/Arc2Face"]["revision"] == "sha-of-FoivosPar"
+    assert report.origin == "download"
