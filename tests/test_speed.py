@@ -147,3 +147,28 @@ def test_compile_wraps_forward_in_place_and_keeps_outputs(models, inputs, tmp_pa
     assert (tmp_path / "cache").is_dir()
     for a, b in zip(run(unet, vae, inputs), run(*models, inputs)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_unet_pads_a_short_batch_instead_of_compiling_again(models, inputs, monkeypatch):
+    from torch._dynamo.testing import CompileCounter
+
+    import synthface.generation.speed as speed
+
+    counter = CompileCounter()  # a dynamo backend that counts the graphs it is given
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": counter, "mode": None}))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    torch._dynamo.reset()
+    unet = copy.deepcopy(models[0])
+    speed.optimize_modules(unet, None, None, PerfConfig(compile=True, compile_cache_dir=None), "cpu")
+    x, t, enc, _ = inputs
+    with torch.no_grad():
+        full = unet(x, t, enc).sample  # batch 2: compiles
+        short = unet(x[:1], t[:1], encoder_hidden_states=enc[:1]).sample  # batch 1: padded to 2
+        assert counter.frame_count == 1  # one graph for both batch sizes
+        as_tuple = unet(x[:1], t[:1], enc[:1], return_dict=False)  # (a new flag value is a new graph)
+        ref = models[0](x[:1], t[:1], enc[:1]).sample
+    assert short.shape == ref.shape and as_tuple[0].shape == ref.shape
+    torch.testing.assert_close(short, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(full[:1], ref, rtol=1e-4, atol=1e-4)
+    torch._dynamo.reset()

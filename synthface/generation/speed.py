@@ -179,7 +179,7 @@ def optimize_modules(unet, vae, text_encoder, cfg: PerfConfig, device) -> Resolv
         if perf.inductor_tuning:
             _set_inductor_tuning()
     if perf.compile and unet is not None:
-        _compile_forward(unet, perf)
+        _compile_forward(unet, perf, pad_batch=True)
     if perf.compile_vae and vae is not None:
         _compile_forward(vae.decoder, perf)
     log.info("generation perf settings: %s", perf.as_dict())
@@ -226,7 +226,7 @@ def _set_inductor_tuning() -> None:
     inductor_config.coordinate_descent_check_all_directions = True
 
 
-def _compile_forward(module, perf: ResolvedPerf) -> None:
+def _compile_forward(module, perf: ResolvedPerf, pad_batch: bool = False) -> None:
     """Replace ``module.forward`` by a compiled version, keeping the module object.
 
     Keeping the object (rather than wrapping it) leaves ``.config``, ``.dtype``
@@ -234,6 +234,13 @@ def _compile_forward(module, perf: ResolvedPerf) -> None:
     the outputs live in graph-owned memory that the next replay overwrites, so
     they are cloned (a few MB of latents, negligible) and each call opens a new
     graph step.
+
+    ``pad_batch`` (the UNet): ``dynamic=False`` compiles once per batch size,
+    and with autotuning each compile takes minutes. A call smaller than the
+    largest batch seen so far (a short last batch) is padded up to it by
+    repeating its last row, and the output is cut back, so it reuses that
+    graph. UNet rows do not interact, so the real rows' outputs are the same
+    up to rounding.
     """
     import torch
 
@@ -245,16 +252,55 @@ def _compile_forward(module, perf: ResolvedPerf) -> None:
         dynamic=False,
         backend=perf.compile_backend,
     )
+    largest = {"batch": 0}
 
-    @functools.wraps(eager_forward)
-    def forward(*args, **kwargs):
+    def run(*args, **kwargs):
         if perf.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
             return _clone_tensors(compiled(*args, **kwargs))
         return compiled(*args, **kwargs)
 
-    forward._synthface_compiled = True  # type: ignore[attr-defined]
-    module.forward = forward
+    @functools.wraps(eager_forward)
+    def forward(*args, **kwargs):
+        return run(*args, **kwargs)
+
+    @functools.wraps(eager_forward)
+    def padded_forward(sample, timestep, encoder_hidden_states=None, *args, **kwargs):
+        n = sample.shape[0]
+        target = largest["batch"] = max(largest["batch"], n)
+        if n == target or args or any(torch.is_tensor(v) for v in kwargs.values()):
+            return run(sample, timestep, encoder_hidden_states, *args, **kwargs)
+        sample = _pad_rows(sample, target)
+        if encoder_hidden_states is not None:
+            encoder_hidden_states = _pad_rows(encoder_hidden_states, target)
+        if torch.is_tensor(timestep) and timestep.ndim == 1 and timestep.shape[0] == n:
+            timestep = _pad_rows(timestep, target)
+        return _first_rows(run(sample, timestep, encoder_hidden_states, **kwargs), n)
+
+    wrapper = padded_forward if pad_batch else forward
+    wrapper._synthface_compiled = True  # type: ignore[attr-defined]
+    module.forward = wrapper
+
+
+def _pad_rows(tensor, rows: int):
+    import torch
+
+    extra = rows - tensor.shape[0]
+    return torch.cat([tensor, tensor[-1:].expand(extra, *tensor.shape[1:])]) if extra > 0 else tensor
+
+
+def _first_rows(value, n: int):
+    import torch
+
+    if torch.is_tensor(value):
+        return value[:n]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_first_rows(v, n) for v in value)
+    if hasattr(value, "keys") and hasattr(value, "__setitem__"):  # diffusers BaseOutput
+        for key in list(value.keys()):
+            value[key] = _first_rows(value[key], n)
+        return value
+    return value
 
 
 def _clone_tensors(value):
