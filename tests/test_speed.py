@@ -149,7 +149,7 @@ def test_compile_wraps_forward_in_place_and_keeps_outputs(models, inputs, tmp_pa
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_compiled_unet_pads_a_short_batch_instead_of_compiling_again(models, inputs, monkeypatch):
+def test_compiled_unet_pads_a_short_batch_instead_of_compiling_again(models, monkeypatch):
     from torch._dynamo.testing import CompileCounter
 
     import synthface.generation.speed as speed
@@ -161,14 +161,18 @@ def test_compiled_unet_pads_a_short_batch_instead_of_compiling_again(models, inp
     torch._dynamo.reset()
     unet = copy.deepcopy(models[0])
     speed.optimize_modules(unet, None, None, PerfConfig(compile=True, compile_cache_dir=None), "cpu")
-    x, t, enc, _ = inputs
+    g = torch.Generator().manual_seed(5)
+    x, enc = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 7, 32, generator=g)
+    t = torch.tensor(500)
     with torch.no_grad():
-        full = unet(x, t, enc).sample  # batch 2: compiles
-        short = unet(x[:1], t[:1], encoder_hidden_states=enc[:1]).sample  # batch 1: padded to 2
+        full = unet(x, t, enc).sample  # batch 4: compiles
+        short = unet(x[:3], t, encoder_hidden_states=enc[:3]).sample  # batch 3: padded to 4
         assert counter.frame_count == 1  # one graph for both batch sizes
-        as_tuple = unet(x[:1], t[:1], enc[:1], return_dict=False)  # (a new flag value is a new graph)
-        ref = models[0](x[:1], t[:1], enc[:1]).sample
-    assert short.shape == ref.shape and as_tuple[0].shape == ref.shape
+        half = unet(x[:2], t, enc[:2]).sample  # batch 2 (e.g. CFG off): its own graph, not padded to 4
+        assert counter.frame_count == 2
+        ref = models[0](x[:3], t, enc[:3]).sample
+    torch.testing.assert_close(half, ref[:2], rtol=1e-4, atol=1e-4)
+    assert short.shape == ref.shape
     torch.testing.assert_close(short, ref, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(full[:1], ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(full[:3], ref, rtol=1e-4, atol=1e-4)
     torch._dynamo.reset()

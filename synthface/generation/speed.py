@@ -236,11 +236,13 @@ def _compile_forward(module, perf: ResolvedPerf, pad_batch: bool = False) -> Non
     graph step.
 
     ``pad_batch`` (the UNet): ``dynamic=False`` compiles once per batch size,
-    and with autotuning each compile takes minutes. A call smaller than the
-    largest batch seen so far (a short last batch) is padded up to it by
-    repeating its last row, and the output is cut back, so it reuses that
-    graph. UNet rows do not interact, so the real rows' outputs are the same
-    up to rounding.
+    and with autotuning each compile takes minutes. A call whose batch is a
+    little smaller than one already compiled (less than 2x: a short last batch)
+    is padded up to it by repeating its last row, and the output is cut back,
+    so it reuses that graph. Much smaller batches (the conditional-only half
+    under guidance truncation, tiny remainders) get their own graph rather than
+    paying for twice their work. UNet rows do not interact, so the real rows'
+    outputs are the same up to rounding.
     """
     import torch
 
@@ -252,7 +254,7 @@ def _compile_forward(module, perf: ResolvedPerf, pad_batch: bool = False) -> Non
         dynamic=False,
         backend=perf.compile_backend,
     )
-    largest = {"batch": 0}
+    compiled_batches: set[int] = set()
 
     def run(*args, **kwargs):
         if perf.cuda_graphs:
@@ -267,8 +269,9 @@ def _compile_forward(module, perf: ResolvedPerf, pad_batch: bool = False) -> Non
     @functools.wraps(eager_forward)
     def padded_forward(sample, timestep, encoder_hidden_states=None, *args, **kwargs):
         n = sample.shape[0]
-        target = largest["batch"] = max(largest["batch"], n)
-        if n == target or args or any(torch.is_tensor(v) for v in kwargs.values()):
+        target = min((b for b in compiled_batches if n < b < 2 * n), default=n)
+        if target == n or args or any(torch.is_tensor(v) for v in kwargs.values()):
+            compiled_batches.add(n)
             return run(sample, timestep, encoder_hidden_states, *args, **kwargs)
         sample = _pad_rows(sample, target)
         if encoder_hidden_states is not None:
