@@ -1,10 +1,12 @@
 """Small learnable labelled image sets in the shard format, for tests and smoke runs.
 
 Each class is a fixed random glyph (a blocky binary mask in a class colour);
-each image draws it at a random offset and brightness on a random
-background colour with pixel noise. The nuisance (background, noise) covers
-most pixels, so an untrained network separates classes poorly and a trained
-one must learn the glyph: a real learning signal in seconds on a CPU.
+each image draws it at a random offset and brightness on a background from a
+small palette shared by all classes, with pixel noise. The nuisance
+(background, noise) covers most pixels, so an untrained network separates
+classes poorly and a trained one must learn the glyph. The background carries
+no label information and is not unique per image, so a network cannot
+memorise images by it instead of learning the glyphs.
 
 Written with webdataset's ``TarWriter`` following the design-doc contract:
 key ``{id:07d}_{index:03d}``, ``jpg`` 112x112, ``cls``, ``json``, the stats
@@ -21,6 +23,9 @@ import cv2
 import numpy as np
 
 
+BACKGROUNDS = np.array([[40, 40, 40], [200, 200, 200], [60, 120, 200], [200, 150, 60]], np.float32)
+
+
 def class_glyphs(num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     masks = rng.random((num_classes, 6, 6)) < 0.5
@@ -31,7 +36,7 @@ def class_glyphs(num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 def render(mask: np.ndarray, colour: np.ndarray, rng: np.random.Generator, size: int = 112) -> np.ndarray:
     """One uint8 RGB image of a glyph with random nuisance."""
     image = np.empty((size, size, 3), np.float32)
-    image[:] = rng.integers(0, 256, 3)
+    image[:] = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     glyph = cv2.resize(mask.astype(np.uint8), (60, 60), interpolation=cv2.INTER_NEAREST).astype(bool)
     dy, dx = rng.integers(size // 2 - 30 - 10, size // 2 - 30 + 11, 2)
     region = image[dy : dy + 60, dx : dx + 60]
