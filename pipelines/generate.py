@@ -52,6 +52,8 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     env = {"env_vars": fsspec_env()} if fsspec_env() else None
+    # inside `ray job submit` Ray sets RAY_ADDRESS: join that cluster
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:

@@ -43,6 +43,11 @@ class Filter(Protocol):
     def inter_class(self, ids, centres) -> dict[int, str]: ...
 
 
+SAMPLE_GENERATOR_KEYS = (
+    "model", "models_origin", "scheduler", "steps", "guidance", "guidance_fraction", "guided_steps",
+    "lcm_lora", "height", "width", "dtype",
+)
+
 # (embedding, run_seed, identity_id, image_index) -> jittered embedding
 Jitter = Callable[[np.ndarray, int, int, int], np.ndarray]
 
@@ -87,6 +92,9 @@ def run_shard_job(
     started_at = time.time()
     times = Counter()
     generator_info = stages.generator.describe()
+    # per sample: what shaped the image; the full description (paths, speed
+    # switches) goes once into the shard stats, so tars do not depend on paths
+    sample_generator = {k: v for k, v in generator_info.items() if k in SAMPLE_GENERATOR_KEYS}
     ids = list(range(job.id_start, job.id_stop))
     plan = [(i, k) for i in ids for k in range(settings.images_per_id)]
     seeds = {(i, k): image_seed(settings.run_seed, i, k) for i, k in plan}
@@ -170,7 +178,7 @@ def run_shard_job(
                     "det_score": _f(result.det_score),
                     "bbox": None if result.bbox is None else np.asarray(result.bbox, dtype=float).round(2),
                     "landmarks": None if result.landmarks is None else np.asarray(result.landmarks, dtype=float).round(2),
-                    "generator": generator_info,
+                    "generator": sample_generator,
                     **({"class_flag": class_flags[i]} if i in class_flags else {}),
                 },
                 full_image=full_images.get((i, k)),
@@ -185,6 +193,7 @@ def run_shard_job(
         "class_reasons": dict(sorted(Counter(r for r in class_reasons.values() if r).items())),
         "class_flags": dict(sorted(Counter(class_flags.values()).items())),
         "acceptance_rate": (reasons["accepted"] / num_candidates) if num_candidates else 0.0,
+        "generator": generator_info,
         "attempt": attempt,
         "host": platform.node(),
         "pid": os.getpid(),

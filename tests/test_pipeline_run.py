@@ -14,7 +14,7 @@ import pytest
 
 import test_pipeline_support as support
 from pipelines.generate import ensure_complete, generate
-from synthface.errors import RunStateError
+from synthface.errors import ConfigError, RunStateError
 from synthface.factory_config import FactoryConfig
 from synthface.shards.verify import verify_dataset
 
@@ -94,6 +94,12 @@ def test_rerun_resumes_and_refuses_a_different_config(baseline, tiny_models, ban
     assert {p.name: p.read_bytes() for p in out.glob("shard-*.tar")} == tars
 
 
+def test_asking_for_gpus_the_cluster_lacks_is_a_config_error(ray_cluster, tiny_models, bank, tmp_path):
+    with pytest.raises(ConfigError, match="'run.gpus_per_worker' is 1.0 but the Ray cluster has 0 GPUs"):
+        generate(config(tiny_models, bank, gpus_per_worker=1), str(tmp_path / "ds"))
+    assert not list((tmp_path / "ds").glob("shard-*"))
+
+
 def test_worker_killed_mid_job_is_retried_without_loss_or_duplicates(baseline, tiny_models, bank, tmp_path):
     base_out, _ = baseline
     flag = tmp_path / "kill-next-worker"
@@ -136,7 +142,9 @@ def test_readers_load_the_output(baseline):
 
     import webdataset as wds
 
-    ds = wds.WebDataset(shards, shardshuffle=False).decode("rgb8").to_tuple("__key__", "jpg", "cls")
+    # the forms docs/dataset.md shows: brace-expanded shard names, a glob, the wids index
+    braces = str(out / f"shard-{{000000..{len(shards) - 1:06d}}}.tar")
+    ds = wds.WebDataset(braces, shardshuffle=False).decode("rgb8").to_tuple("__key__", "jpg", "cls")
     got = [(key, img.shape, label) for key, img, label in ds]
     assert sorted(k for k, _, _ in got) == expected
     assert {shape for _, shape, _ in got} == {(112, 112, 3)}
@@ -150,7 +158,7 @@ def test_readers_load_the_output(baseline):
     assert sample[".jpg"].size == (112, 112) and int(sample[".cls"]) == int(sample["__key__"][:7])
 
     datasets = pytest.importorskip("datasets")
-    hf = datasets.load_dataset("webdataset", data_files={"train": shards}, split="train")
+    hf = datasets.load_dataset("webdataset", data_files={"train": str(out / "shard-*.tar")}, split="train")
     assert hf.num_rows == len(expected)
     row = hf[0]
     assert row["jpg"].size == (112, 112) and row["cls"] == int(row["__key__"][:7])
