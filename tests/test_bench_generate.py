@@ -13,16 +13,10 @@ from synthface.bench.generation import nominal_tflop, unet_passes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# Registers the command the way cli/main.py does (idempotent), then runs the CLI.
-RUN_CLI = (
-    "import sys; from synthface.cli import bench_generate, main; "
-    "bench_generate.register(main.app); main.main(sys.argv[1:])"
-)
-
-
 def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`synthface bench generate ARGS`, run as a user would."""
     return subprocess.run(
-        [sys.executable, "-c", RUN_CLI, "bench", "generate", *map(str, args)],
+        [sys.executable, "-m", "synthface", "bench", "generate", *map(str, args)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
