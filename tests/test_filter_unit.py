@@ -161,3 +161,26 @@ def test_filter_config_errors_name_the_key():
         load_factory_config(None, ["filter.centre=median"])
     with pytest.raises(ConfigError, match="filter.inter_action"):
         load_factory_config(None, ["filter.inter_action=delete"])
+
+
+def test_pair_stats_reads_the_threshold_band():
+    from synthface.filtering.evaluate import pair_stats
+
+    sims = np.array([0.9, 0.7, 0.5, 0.3, 0.2, 0.1])
+    same = np.array([1, 1, 1, 0, 0, 0], bool)
+    stats = pair_stats(sims, same, threshold=0.4)
+    assert stats["auc"] == 1.0 and stats["best_accuracy"] == 1.0
+    assert stats["best_threshold_range"] == [0.3, 0.5]  # any t in (0.3, 0.5] separates them
+    assert stats["same_min"] == 0.5 and stats["diff_max"] == 0.3
+    assert stats["accuracy_at_threshold"] == 1.0
+    assert pair_stats(sims, same, threshold=0.6)["accuracy_at_threshold"] == 5 / 6
+
+
+def test_centre_stats_on_constructed_people(rng):
+    from synthface.filtering.evaluate import centre_stats
+
+    a, b = unit(rng.normal(size=DIM)), unit(rng.normal(size=DIM))
+    emb = np.stack([around(a, 0.9, rng) for _ in range(4)] + [around(b, 0.9, rng) for _ in range(4)])
+    stats = centre_stats(emb, [0] * 4 + [1] * 4)
+    assert stats["people"] == 2 and stats["people_split"] == 2
+    assert stats["different_person_centre_max"] < 0.5 < 0.8 < stats["same_person_split_centre_min"]
