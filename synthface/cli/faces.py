@@ -148,8 +148,11 @@ def face_pairs(
     config: str = _config_opt,
     overrides: list[str] = _set_opt,
 ) -> None:
-    """Measure a recognizer on labelled pairs, and the filter (at the config's thresholds) on
-    candidate sets of real photos: the numbers the filter defaults are read from."""
+    """Measure a recognizer on labelled pairs, and the filter on candidate sets of real photos.
+
+    Prints JSON: pair AUC and threshold band, accuracy at filter.tau_target, and (with
+    --identities) the filter's acceptance at the config's thresholds: the numbers the filter
+    defaults are read from (docs/faces.md)."""
     import csv
     import json
 
@@ -222,8 +225,10 @@ def bench_faces(
     config: str = _config_opt,
     overrides: list[str] = _set_opt,
 ) -> None:
-    """Crops/s for detect + align + embed on generated-like 512-px faces, per detector size and
-    device (CPU; CUDA too when onnxruntime-gpu sees a GPU), against 640 px measured in the same run."""
+    """Images/s through detect + align + embed on generated-like 512-px faces, per detector size.
+
+    CPU rows always; CUDA rows too when onnxruntime-gpu sees a GPU. Baseline: 640-px detection,
+    measured in the same run."""
     import onnxruntime as ort
     from rich.console import Console
     from rich.table import Table
