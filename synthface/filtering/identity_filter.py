@@ -15,7 +15,7 @@ impostor's similarity up by a large margin.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,8 +40,7 @@ class ClassDecision:
     reason: str | None = None  # class_too_small when not kept
     centre: np.ndarray | None = None  # float32[D], unit norm, from the accepted images
     num_accepted: int = 0
-    iterations: int = 0
-    extra: dict = field(default_factory=dict)
+    iterations: int = 0  # rounds the centre estimate took to settle
 
 
 def _unit(v: np.ndarray) -> np.ndarray | None:
