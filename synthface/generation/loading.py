@@ -50,6 +50,19 @@ def _load(what: str, path: Path, root: Path, fn):
         ) from exc
 
 
+def _quietly(fn):
+    """Run ``fn`` without transformers' per-load progress bar (noise in CLI output and logs)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return fn()
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def lcm_lora_file(root: Path) -> Path | None:
     path = root / LCM_LORA_DIR / LCM_LORA_WEIGHTS
     return path if path.is_file() else None
@@ -78,7 +91,7 @@ def load_parts(root: str | Path, device, dtype) -> LoadedParts:
         "Arc2Face text encoder",
         root / ENCODER_DIR,
         root,
-        lambda: CLIPTextModel.from_pretrained(root / ENCODER_DIR, dtype=dtype, attn_implementation="sdpa"),
+        lambda: _quietly(lambda: CLIPTextModel.from_pretrained(root / ENCODER_DIR, dtype=dtype, attn_implementation="sdpa")),
     )
     unet = _load(
         "Arc2Face UNet", root / UNET_DIR, root, lambda: UNet2DConditionModel.from_pretrained(root / UNET_DIR, torch_dtype=dtype)
