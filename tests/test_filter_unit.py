@@ -85,6 +85,8 @@ def test_target_of_another_dimension_is_a_config_error(rng):
     _, images = person(rng, 3)
     with pytest.raises(ConfigError, match="filter.use_target"):
         IdentityFilter().filter_class(np.ones(512, np.float32), images)
+    ignored = IdentityFilter(FilterConfig(use_target=False)).filter_class(np.ones(512, np.float32), images)
+    assert all(d.sim_target is None for d in ignored.images)
 
 
 @pytest.mark.parametrize("centre_kind", ["mean", "medoid"])

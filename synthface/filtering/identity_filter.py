@@ -108,6 +108,9 @@ class IdentityFilter:
 
         if target is not None and emb is not None:
             target = np.asarray(target, np.float32).reshape(-1)
+            if target.shape[0] != emb.shape[1] and not cfg.use_target:
+                target = None  # another space, and not used: nothing to measure
+        if target is not None and emb is not None:
             if target.shape[0] != emb.shape[1]:
                 raise ConfigError(
                     f"filter.use_target: the target identity is {target.shape[0]}-d but the recognizer gives "
