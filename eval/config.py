@@ -66,6 +66,15 @@ class TrainConfig(StrictModel):
     log_every: int = Field(50, ge=1, description="Steps between log lines / CSV rows.")
     checkpoint_every: int = Field(1000, ge=1, description="Steps between checkpoints (plus one per epoch).")
     threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads per process (None = default).")
+    bn_recalibration_steps: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description=(
+            "After training, re-estimate BatchNorm statistics over this many batches with frozen weights. "
+            "Short runs need it: the running averages lag behind fast-changing weights. 0 = off."
+        ),
+    )
 
 
 class VerifyConfig(StrictModel):

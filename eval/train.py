@@ -157,6 +157,28 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(backbone: nn.Module, batches, steps: int, device: torch.device, amp: bool) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over ``steps`` batches.
+
+    The weights do not change. In long runs the running averages track the
+    weights closely; after a few dozen steps they still mix in statistics of
+    much earlier weights, which hurts the eval-mode embeddings.
+    """
+    norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    backbone.train()
+    for _ in range(steps):
+        images, _ = next(batches)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+            backbone(normalize_images(images.to(device, non_blocking=True)))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
 def _replicas_identical(module: nn.Module, world: int) -> bool:
     """True if every rank holds the same weights (a DDP sanity check at the end)."""
     if world == 1:
@@ -330,6 +352,9 @@ def _train(cfg, data, out, rank, world, device, is_main, echo) -> dict:
         if step % cfg.train.checkpoint_every == 0 or step % steps_per_epoch == 0 or step == total_steps:
             checkpoint(step)
 
+    if cfg.train.bn_recalibration_steps and step > start_step:
+        log.info(f"re-estimating BatchNorm statistics over {cfg.train.bn_recalibration_steps} batches")
+        recalibrate_batchnorm(module.backbone, batches, cfg.train.bn_recalibration_steps, device, amp)
     in_sync = _replicas_identical(module, world)
     elapsed = time.perf_counter() - t_start
     summary = {
