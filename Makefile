@@ -32,12 +32,13 @@ test: setup
 
 # `make demo`: tiny random-weight models, a small identity bank, generate,
 # verify and the dataset card, all under out/demo (offline, CPU, minutes).
-# Rerunning resumes (committed shards are kept).
+# Rerunning resumes (committed shards and the bank are kept; rm -rf out/demo
+# to start over).
 DEMO := out/demo
 
 demo: setup
 	$(PY) -m synthface models init-tiny $(DEMO)/models
-	$(PY) -m synthface ids sample --config configs/demo.yaml --out $(DEMO)/bank.parquet
+	test -f $(DEMO)/bank.parquet || $(PY) -m synthface ids sample --config configs/demo.yaml --out $(DEMO)/bank.parquet
 	$(PY) -m synthface generate --config configs/demo.yaml --out $(DEMO)/dataset
 	$(PY) -m synthface verify $(DEMO)/dataset
 	$(PY) -m synthface card $(DEMO)/dataset

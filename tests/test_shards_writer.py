@@ -183,5 +183,10 @@ def test_different_config_on_same_output_is_refused_unless_restart(tmp_path):
     with pytest.raises(RunStateError, match="different config.*--restart"):
         check_or_start_run(Output(str(tmp_path)), other, restart=False)
     assert (tmp_path / "shard-000000.tar").exists()
+    # same config and bank, other models (say real weights instead of tiny random ones)
+    same = json.loads((tmp_path / "synthface-run.json").read_text())
+    assert check_or_start_run(Output(str(tmp_path)), same, restart=False) is True
+    with pytest.raises(RunStateError, match="different model folder"):
+        check_or_start_run(Output(str(tmp_path)), {**same, "models": {"origin": "download"}}, restart=False)
     assert check_or_start_run(Output(str(tmp_path)), other, restart=True) is False
     assert not list(tmp_path.glob("shard-*")) and not (tmp_path / "dataset.json").exists()

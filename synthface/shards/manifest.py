@@ -80,12 +80,24 @@ def describe_models(models_dir: str) -> dict[str, Any]:
     return info
 
 
+def models_identity(models_dir: str) -> dict[str, Any]:
+    """Which models a folder holds, from its synthface-models.json (origin and part
+    ids/revisions, not the time it was written); empty when there is none."""
+    meta = Path(models_dir) / MODELS_INFO_FILE
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {"origin": info.get("origin"), "parts": info.get("parts")}
+
+
 def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int) -> dict[str, Any]:
     out_cfg = output_config(cfg_data)
     return {
         "config": cfg_data,
         "config_hash": hash_json(out_cfg),
         "bank": {"path": bank_url, "sha256": file_sha256(bank_url), "num_ids": num_ids},
+        "models": models_identity(cfg_data.get("models_dir", "")),
         "synthface_version": synthface_version(),
     }
 
@@ -98,13 +110,19 @@ def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) ->
     """
     if output.exists(RUN_FILE):
         old = output.read_json(RUN_FILE)
-        same = old.get("config_hash") == record["config_hash"] and (
-            old.get("bank", {}).get("sha256") == record["bank"]["sha256"]
-        )
-        if same and not restart:
+        differs = [
+            what
+            for what, a, b in (
+                ("config", old.get("config_hash"), record["config_hash"]),
+                ("identity bank", old.get("bank", {}).get("sha256"), record["bank"]["sha256"]),
+                ("model folder (synthface-models.json)", old.get("models", {}), record.get("models", {})),
+            )
+            if a != b
+        ]
+        if not differs and not restart:
             return True
         if not restart:
-            what = "config" if old.get("config_hash") != record["config_hash"] else "identity bank"
+            what = " and ".join(differs)
             raise RunStateError(
                 f"{output.url} holds a run with a different {what}; use a new --out, "
                 f"or pass --restart to delete it and start over"
