@@ -49,7 +49,7 @@ def render(result: dict[str, Any]) -> list[Table | str]:
     """The tables and summary lines for one run of ``synthface bench generate``."""
     settings, flops, summary = result["settings"], result["flops"], result["summary"]
     machine = result["machine"]
-    where = machine.get("gpu") or f"CPU ({machine.get('host_cpus')} cores, load {machine.get('load_avg_1min', 'n/a')})"
+    where = machine.get("gpu") or f"CPU ({machine.get('host_cpus')} cores)"
     basis = flops.get("basis", "nominal")
     if basis == "nominal":
         flop_note = (
@@ -69,6 +69,12 @@ def render(result: dict[str, Any]) -> list[Table | str]:
         f"{settings['scheduler']} {settings['steps']} steps, guidance {settings['guidance']:g}, on {where}"
     )
     out: list[Table | str] = [head]
+    load, cpus = machine.get("load_avg_1min"), machine.get("host_cpus")
+    if load is not None and cpus and load > cpus:
+        out.append(
+            f"[bold yellow]warning:[/] load average {load:.1f} on {cpus} CPUs: other processes share this machine, "
+            "so these timings (and ratios) are unreliable"
+        )
     out.append(
         rows_table(
             "Same output (up to float rounding): A = reference pipeline, B = our generator",
