@@ -144,7 +144,6 @@ def generate(
                 return actor_cls.remote(cfg_data, output.url, embeddings_ref, stages_factory)
 
             workers = min(cfg.run.workers, len(todo))
-            progress = RunProgress(len(jobs), result.skipped, cfg.run.log_every_s, console=console)
             dispatcher = Dispatcher(
                 make_actor,
                 num_workers=workers,
@@ -152,10 +151,16 @@ def generate(
                 max_retries=cfg.run.max_retries,
                 on_done=lambda job, stats: progress.shard_done(stats),
                 on_failed=lambda job, err: progress.shard_failed(),
-                on_tick=progress.tick,
+                on_tick=lambda: progress.tick(),
             )
-            log.info("starting %d workers (%g CPU, %g GPU each)", workers, cfg.run.cpus_per_worker, cfg.run.gpus_per_worker)
+            log.info(
+                "starting %d workers (%g CPU, %g GPU each); each loads the models once",
+                workers, cfg.run.cpus_per_worker, cfg.run.gpus_per_worker,
+            )
             dispatcher.start_workers()
+            log.info("workers ready")
+            # the clock (images/s, ETA) starts once the models are loaded
+            progress = RunProgress(len(jobs), result.skipped, cfg.run.log_every_s, console=console)
             outcome = dispatcher.run(todo)
         finally:
             if progress is not None:

@@ -11,7 +11,7 @@ import logging
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 log = logging.getLogger("synthface.generate")
 
@@ -36,8 +36,7 @@ class RunProgress:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]} img/s  accepted {task.fields[accepted]}  ({task.fields[acc]})"),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                TextColumn("ETA {task.fields[eta]}"),
                 console=self.console,
             )
             self._task = self._bar.add_task("generate", total=self.total, completed=self.done, **self._fields())
@@ -49,7 +48,9 @@ class RunProgress:
     def _fields(self) -> dict[str, str]:
         rate = self.accepted / self._elapsed()
         acc = f"{self.accepted / self.candidates:.1%}" if self.candidates else "-"
-        return {"rate": f"{rate:.1f}", "accepted": str(self.accepted), "acc": acc}
+        eta = self.eta_s()
+        eta_text = "-" if eta is None else f"{int(eta) // 3600}:{int(eta) % 3600 // 60:02d}:{int(eta) % 60:02d}"
+        return {"rate": f"{rate:.1f}", "accepted": str(self.accepted), "acc": acc, "eta": eta_text}
 
     def eta_s(self) -> float | None:
         finished_here = self.done - self.skipped
@@ -69,10 +70,12 @@ class RunProgress:
 
     def _refresh(self) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.done, **self._fields())
+            self._bar.update(self._task, completed=self.done)
         self.tick()
 
     def tick(self) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, **self._fields())
         now = time.monotonic()
         if now - self._last_log >= self.log_every_s:
             self._last_log = now
