@@ -340,14 +340,26 @@ class GenerationBenchmark:
 
     # ---- A: the reference pipeline
     def time_reference(self, models_dir: Path) -> Row:
-        import torch
-        from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-
         cfg = generation_config(self.base_data(batch_size=REFERENCE_IMAGES_PER_PROMPT, perf=PLAIN_PERF))
         passes = unet_passes(cfg.steps, cfg.guidance)
         row = Row("reference", "A: StableDiffusionPipeline", REFERENCE_IMAGES_PER_PROMPT, cfg.dtype, cfg.steps, cfg.guidance, passes)
         row.note = "Arc2Face README way: one identity per call, num_images_per_prompt=4, DPM-Solver++ multistep"
         self.log("[reference] A: StableDiffusionPipeline ...")
+        try:
+            self._time_reference(models_dir, cfg, row)
+        except Exception as exc:  # B's rows are still worth having; B/A then stays empty
+            if isinstance(exc, ConfigError):
+                raise
+            row.error = f"{type(exc).__name__}: {exc}"[:500]
+            self.log(f"  FAILED: {row.error}")
+        finally:
+            _free(self.device)
+        return self._add(row)
+
+    def _time_reference(self, models_dir: Path, cfg, row: Row) -> None:
+        import torch
+        from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
         start = time.perf_counter()
         plain = load_generator(models_dir, cfg, self.device, self.torch_dtype())
         parts = reference_parts(plain)
@@ -382,9 +394,6 @@ class GenerationBenchmark:
 
         n_calls = max(1, math.ceil(self.opts.images / REFERENCE_IMAGES_PER_PROMPT))
         self._fill(row, time_calls(call, n_calls, REFERENCE_IMAGES_PER_PROMPT, self.device))
-        del pipe, parts, plain
-        _free(self.device)
-        return self._add(row)
 
     def _count_flops(self, parts: dict, cfg) -> dict[str, Any]:
         counted = count_flops(
@@ -421,7 +430,7 @@ class GenerationBenchmark:
         base = self.base_data()
         if "reference" in opts.parts:
             self.time_reference(models_dir)
-        elif not self.flops:
+        if not self.flops:
             self.flops = self._flops_without_reference(models_dir)
 
         best_bs = self.batch_sizes[0]
