@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
@@ -86,6 +87,16 @@ def _check_resources(cfg: FactoryConfig) -> None:
         log.warning("only %d of %d workers fit the cluster's resources now; the rest wait", fit, cfg.run.workers)
 
 
+def worker_config(cfg_data: dict[str, Any]) -> dict[str, Any]:
+    """The config the workers get: a relative models_dir that exists here becomes absolute,
+    so workers started in another working directory (``ray job submit``) find it."""
+    data = dict(cfg_data)
+    models = Path(data.get("models_dir", ""))
+    if not models.is_absolute() and models.is_dir():
+        data["models_dir"] = str(models.resolve())
+    return data
+
+
 def generate(
     cfg: FactoryConfig,
     out: str,
@@ -140,8 +151,10 @@ def generate(
                 runtime_env={"env_vars": env} if env else None,
             )
 
+            worker_cfg = worker_config(cfg_data)
+
             def make_actor():
-                return actor_cls.remote(cfg_data, output.url, embeddings_ref, stages_factory)
+                return actor_cls.remote(worker_cfg, output.url, embeddings_ref, stages_factory)
 
             workers = min(cfg.run.workers, len(todo))
             dispatcher = Dispatcher(

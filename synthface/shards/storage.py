@@ -41,6 +41,9 @@ class Output:
         protocol = fsspec.core.split_protocol(self.url)[0] or "file"
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **_storage_options(protocol))
         self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        if self.is_local:
+            # absolute, so that workers with another working directory write to the same place
+            self.url = self.root
 
     def __repr__(self) -> str:
         return f"Output({self.url!r})"
