@@ -153,6 +153,8 @@ def bench_ids(
     base = load_factory_config(config, overrides)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     console.print(f"cpu cores {os.cpu_count()}, load average at start {load:.2f}")
+    # warm-up outside the timings: imports (torch, scipy) and first-call kernel set-up
+    sample_bank(base.identity.model_copy(update={"num_identities": 64, "sampler": "packed"}), base.seed)
     rows = []
     for n in ns:
         row = {"n": n}
