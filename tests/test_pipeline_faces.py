@@ -24,6 +24,9 @@ from synthface.shards.verify import verify_dataset
 def test_real_faces_are_accepted_and_impostors_rejected(ray_cluster, assets, tmp_path):
     support.ship_by_value()
     centres = support.embed_people(assets)  # one identity per person, embedded from their photos
+    # identity 13 is person 12 again: the same shard job holds both, so the
+    # inter-class check must drop the later one as a duplicate
+    centres = np.concatenate([centres, centres[12:13]])
     bank = support.write_bank(tmp_path / "bank.parquet", centres)
     cfg = FactoryConfig.model_validate(support.face_config(assets, bank))
     per_id = cfg.run.images_per_id
@@ -31,12 +34,16 @@ def test_real_faces_are_accepted_and_impostors_rejected(ray_cluster, assets, tmp
     impostors = frozenset(image_seed(cfg.seed, i, 0) for i in range(len(centres)))
     out = tmp_path / "ds"
     result = generate(cfg, str(out), stages_factory=support.PhotoStages(str(assets), centres, impostors))
-    assert result.ok and result.num_shards == 4  # 13 people, 4 per shard
+    assert result.ok and result.num_shards == 4  # 14 identities, 4 per shard
 
     report = verify_dataset(str(out))
     assert report.ok, report.problems
     rows = [r for p in sorted(out.glob("shard-*.parquet")) for r in pq.read_table(p).to_pylist()]
-    assert len(rows) == 13 * per_id
+    assert len(rows) == 14 * per_id
+    duplicate = [r for r in rows if r["id"] == 13]
+    assert {(r["accepted"], r["class_reason"]) for r in duplicate} == {(False, "inter_class_duplicate")}
+    assert any(r["accepted"] for r in rows if r["id"] == 12)
+    rows = [r for r in rows if r["id"] != 13]
     impostor = [r for r in rows if r["index"] == 0]
     genuine = [r for r in rows if r["index"] != 0]
     assert not any(r["accepted"] for r in impostor), [r for r in impostor if r["accepted"]]
