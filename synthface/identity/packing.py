@@ -128,20 +128,18 @@ def _step(
         return float("nan")
     k = nbr.shape[1]
     xa = x[active]
-    cols = nbr[active].reshape(-1)
+    listed = nbr[active]
+    cos = pair_cosines(xa, x, listed).reshape(-1)  # cosines of the listed pairs only
+    top = cos.max()
+    weights = torch.exp(cfg.sharpness * (cos - top))  # soft maximum: the closest pairs get the push
     crow = torch.arange(0, active.numel() * k + 1, k, device=x.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        pattern = torch.sparse_csr_tensor(crow, cols, torch.ones(cols.numel(), device=x.device), size=(active.numel(), x.shape[0]))
-        # cosines of the listed pairs only (sampled dense-dense product), then push weights
-        cos = torch.sparse.sampled_addmm(pattern, xa, x.T, beta=0.0, alpha=1.0).values()
-        top = cos.max()
-        weights = torch.exp(cfg.sharpness * (cos - top))
-        push = torch.sparse_csr_tensor(crow, cols, weights, size=(active.numel(), x.shape[0])) @ x
+        push = torch.sparse_csr_tensor(crow, listed.reshape(-1), weights, size=(active.numel(), x.shape[0])) @ x
     grad = push
     if anchors is not None:
         grad = grad - cfg.gallery_weight * anchors[active]
-    # project on the tangent space of the sphere, cap the move, step and renormalise
+    # project on the tangent space of the sphere, step and renormalise
     grad = grad - (grad * xa).sum(1, keepdim=True) * xa
     xa = torch.nn.functional.normalize(xa - lr * grad, dim=1)
     x[active] = xa
