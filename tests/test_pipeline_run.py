@@ -4,7 +4,6 @@ readers ML code uses (webdataset, Hugging Face datasets, wids)."""
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from pathlib import Path
