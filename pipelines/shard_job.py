@@ -24,7 +24,7 @@ import numpy as np
 from pipelines.planning import ShardJob
 from synthface.seeds import image_seed
 from synthface.shards.storage import Output
-from synthface.shards.writer import ShardWriter, sample_key
+from synthface.shards.writer import ShardWriter, encode_jpeg, sample_key
 
 
 class Generator(Protocol):
@@ -100,7 +100,7 @@ def run_shard_job(
     seeds = {(i, k): image_seed(settings.run_seed, i, k) for i, k in plan}
 
     results: dict[tuple[int, int], Any] = {}
-    full_images: dict[tuple[int, int], np.ndarray] = {}
+    full_images: dict[tuple[int, int], bytes] = {}  # encoded at once: full-size arrays would not fit
     for start in range(0, len(plan), settings.batch_size):
         batch = plan[start : start + settings.batch_size]
         t = time.perf_counter()
@@ -117,7 +117,7 @@ def run_shard_job(
             results[p] = result
         times["analyze_s"] += time.perf_counter() - t
         if settings.write_full_image:
-            full_images.update(zip(batch, images))
+            full_images.update((p, encode_jpeg(img, settings.jpeg_quality)) for p, img in zip(batch, images))
 
     # Filter each identity as a class. The bank embedding is the target when
     # the recognizer's embeddings have its size (whether the filter trusts the

@@ -28,7 +28,7 @@ def test_real_faces_are_accepted_and_impostors_rejected(ray_cluster, assets, tmp
     # inter-class check must drop the later one as a duplicate
     centres = np.concatenate([centres, centres[12:13]])
     bank = support.write_bank(tmp_path / "bank.parquet", centres)
-    cfg = FactoryConfig.model_validate(support.face_config(assets, bank))
+    cfg = FactoryConfig.model_validate(support.face_config(assets, bank, write_full_image=True))
     per_id = cfg.run.images_per_id
     # image 0 of every identity is a photo of the next person: an impostor the filter must catch
     impostors = frozenset(image_seed(cfg.seed, i, 0) for i in range(len(centres)))
@@ -57,8 +57,10 @@ def test_real_faces_are_accepted_and_impostors_rejected(ray_cluster, assets, tmp
     assert dataset["num_images"] == len(accepted) == report.samples
     assert dataset["num_classes_nonempty"] == 13
     with tarfile.open(out / "shard-000000.tar") as tar:
-        jpgs = [m for m in tar.getmembers() if m.name.endswith(".jpg")]
+        jpgs = [m for m in tar.getmembers() if m.name.endswith(".jpg") and not m.name.endswith(".full.jpg")]
         crop = np.asarray(Image.open(io.BytesIO(tar.extractfile(jpgs[0]).read())))
         meta = json.loads(tar.extractfile(jpgs[0].name.replace(".jpg", ".json")).read())
+        full = Image.open(io.BytesIO(tar.extractfile(jpgs[0].name.replace(".jpg", ".full.jpg")).read()))
+    assert full.size == (320, 320)  # the generated image itself (run.write_full_image)
     assert crop.shape == (112, 112, 3) and crop.std() > 20  # a real aligned crop, not a blank
     assert meta["det_score"] >= cfg.filter.det_score_min and np.asarray(meta["landmarks"]).shape == (5, 2)

@@ -190,3 +190,18 @@ def test_different_config_on_same_output_is_refused_unless_restart(tmp_path):
         check_or_start_run(Output(str(tmp_path)), {**same, "models": {"origin": "download"}}, restart=False)
     assert check_or_start_run(Output(str(tmp_path)), other, restart=True) is False
     assert not list(tmp_path.glob("shard-*")) and not (tmp_path / "dataset.json").exists()
+
+
+def test_full_image_is_stored_under_a_second_extension(tmp_path):
+    out = Output(str(tmp_path))
+    writer = ShardWriter(out, 0)
+    full = np.random.default_rng(0).integers(0, 255, size=(64, 48, 3), dtype=np.uint8)
+    writer.add_sample(3, 1, crop(1), {}, full_image=full)
+    writer.commit({"id_start": 0, "id_stop": 4})
+    with tarfile.open(tmp_path / "shard-000000.tar") as tar:
+        assert tar.getnames() == ["0000003_001.cls", "0000003_001.full.jpg", "0000003_001.jpg", "0000003_001.json"]
+        assert Image.open(tar.extractfile("0000003_001.full.jpg")).size == (48, 64)
+    import webdataset as wds
+
+    (sample,) = list(wds.WebDataset(str(tmp_path / "shard-000000.tar"), shardshuffle=False))
+    assert set(sample) >= {"__key__", "jpg", "full.jpg", "cls", "json"}

@@ -116,9 +116,12 @@ class ShardWriter:
         image_index: int,
         aligned: np.ndarray,
         metadata: dict[str, Any],
-        full_image: np.ndarray | None = None,
+        full_image: np.ndarray | bytes | None = None,
     ) -> str:
-        """Add an accepted image; its label (``cls``) is its identity id."""
+        """Add an accepted image; its label (``cls``) is its identity id.
+
+        ``full_image`` (optional) is the generated image, as an array or already JPEG-encoded.
+        """
         key = sample_key(identity_id, image_index)
         if key in self._samples:
             raise ValueError(f"duplicate sample key {key} in {self.name}")
@@ -129,7 +132,9 @@ class ShardWriter:
         sample.members["jpg"] = encode_jpeg(aligned, self.jpeg_quality)
         sample.members["json"] = to_json_bytes({"key": key, "id": int(identity_id), "index": int(image_index), **metadata})
         if full_image is not None:
-            sample.members["full.jpg"] = encode_jpeg(full_image, self.jpeg_quality)
+            sample.members["full.jpg"] = (
+                full_image if isinstance(full_image, bytes) else encode_jpeg(full_image, self.jpeg_quality)
+            )
         self._samples[key] = sample
         return key
 
