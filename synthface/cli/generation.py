@@ -241,6 +241,7 @@ def bench_sample(
     steps: int = typer.Option(10, "--steps", min=1, help="Sampling steps."),
     config: str = typer.Option(None, "--config", "-c", help="Factory config YAML (generation section used)."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a key: --set generation.guidance=1.0."),
+    threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
 ) -> None:
     """Time per image of Arc2FaceGenerator at several batch sizes (ratio vs the first batch size)."""
     import os
@@ -254,6 +255,8 @@ def bench_sample(
     from synthface.generation.generator import Arc2FaceGenerator
     from synthface.models.tiny import init_tiny
 
+    if threads:
+        torch.set_num_threads(threads)
     sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
     cfg = load_factory_config(config, [f"generation.height={size}", f"generation.width={size}", f"generation.steps={steps}", *(overrides or [])])
     tmp = None
