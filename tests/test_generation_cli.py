@@ -13,6 +13,12 @@ from synthface.seeds import image_seed
 FAST = ["--set", "generation.height=64", "--set", "generation.width=64", "--set", "generation.steps=2", "--set", "seed=7"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """The commands run tiny models: one torch thread is faster than two fighting (inherited by the subprocess)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory):
     """A real identity bank (the identity stage's sampler and writer), 5 identities."""

@@ -29,6 +29,7 @@ def one_thread():
     yield
     torch.set_num_threads(before)
 
+
 # The UNet2DConditionModel config keys a diffusers 0.26 save wrote (Arc2Face's era).
 UNET_2024_KEYS = {
     "act_fn", "addition_embed_type", "addition_embed_type_num_heads", "addition_time_embed_dim",
