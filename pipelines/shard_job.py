@@ -135,7 +135,7 @@ def run_shard_job(
         kept = [i for i in ids if decisions[i].kept and decisions[i].centre is not None]
         if len(kept) > 1:
             centres = np.stack([decisions[i].centre for i in kept]).astype(np.float32)
-            drop = getattr(stages.id_filter, "drops_inter_duplicates", True)
+            drop = stages.id_filter.drops_inter_duplicates
             for i, reason in stages.id_filter.inter_class(np.array(kept, dtype=np.int64), centres).items():
                 (class_reasons if drop else class_flags)[int(i)] = reason
     times["filter_s"] += time.perf_counter() - t

@@ -36,7 +36,7 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
 def check_bank_space(cfg: FactoryConfig, stages: Stages, bank_dim: int) -> None:
     """A filter told to judge by the target needs embeddings of the bank's size."""
     dim = stages.analyzer.embedding_dim
-    if getattr(cfg.filter, "use_target", False) and dim != bank_dim:
+    if cfg.filter.use_target and dim != bank_dim:
         raise ConfigError(
             f"'filter.use_target' is true but the recognizer gives {dim}-d embeddings and the bank holds "
             f"{bank_dim}-d identities, so they are not one space; set filter.use_target: false"
