@@ -60,3 +60,16 @@ def tiny_models(tmp_path_factory) -> Path:
     from synthface.models.tiny import init_tiny
 
     return init_tiny(tmp_path_factory.mktemp("tiny-models") / "models")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: thread start-up and contention cost more than the maths
+    (much more on a loaded 2-core CI box). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,15 +14,7 @@ from synthface.generation.generator import Arc2FaceGenerator
 from synthface.models.tiny import init_tiny
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread start-up and contention cost more than the maths (much more on a loaded CI box)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SMALL = dict(height=64, width=64, steps=2, lcm_steps=2, device="cpu")
 

@@ -19,15 +19,7 @@ from synthface.generation.loading import load_parts
 from synthface.models import tiny as tiny_mod
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread start-up and contention cost more than the maths (much more on a loaded CI box)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # The UNet2DConditionModel config keys a diffusers 0.26 save wrote (Arc2Face's era).
