@@ -121,3 +121,13 @@ def test_read_bank_rejects_bad_files(tmp_path):
 def test_bad_identity_config_names_the_key(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
         load_factory_config(None, [override])
+
+
+def test_unwritable_histogram_path_is_a_clear_error(tmp_path):
+    from synthface.identity.stats import plot_histograms
+
+    bank = sample_bank(IdentityConfig(num_identities=20, sampler="uniform"), 0)[0]
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(InputDataError, match="cannot write the histogram"):
+        plot_histograms(bank, tmp_path / "a-file" / "hist.png")
+    assert plot_histograms(bank, tmp_path / "sub" / "hist.png").read_bytes()[:4] == b"\x89PNG"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthface.errors import InputDataError
 from synthface.identity.bank import IdentityBank
 
 
@@ -55,7 +56,6 @@ def plot_histograms(bank: IdentityBank, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     nn = _floats(bank, "nn_cosine")
     nn = nn[np.isfinite(nn)]
     gallery = _floats(bank, "max_gallery_cosine")
@@ -81,6 +81,11 @@ def plot_histograms(bank: IdentityBank, path: str | Path) -> Path:
         ax.set_ylabel("identities")
         ax.set_title("gallery similarity")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise InputDataError(f"cannot write the histogram {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
     return path
