@@ -104,6 +104,14 @@ def test_read_bank_rejects_bad_files(tmp_path):
     pq.write_table(good.set_column(0, "id", pa.array([0, 1, 2, 4, 5])), tmp_path / "ids.parquet")
     with pytest.raises(InputDataError, match="0..N-1"):
         read_bank(tmp_path / "ids.parquet")
+    flat = good.column("embedding").combine_chunks().flatten().to_numpy().copy().reshape(5, 512)
+    for name, row, value, message in (("nan", 2, np.nan, r"NaN or inf \(ids \[2\]\)"), ("zero", 4, 0.0, r"not unit vectors \(ids \[4\]\)")):
+        bad = flat.copy()
+        bad[row] = value
+        column = pa.FixedSizeListArray.from_arrays(pa.array(bad.reshape(-1)), 512)
+        pq.write_table(good.set_column(1, "embedding", column), tmp_path / f"{name}.parquet")
+        with pytest.raises(InputDataError, match=message):
+            read_bank(tmp_path / f"{name}.parquet")
 
 
 @pytest.mark.parametrize(

@@ -255,9 +255,15 @@ def read_bank(path: str | Path) -> IdentityBank:
             f"identity bank {path}: 'embedding' must be non-null fixed-size lists of {EMBEDDING_DIM} floats, got {col.type}"
         )
     embeddings = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(ids), EMBEDDING_DIM)
-    norms = np.linalg.norm(embeddings, axis=1)
-    if not np.isfinite(embeddings).all() or (len(norms) and np.abs(norms - 1).max() > 1e-3):
-        raise InputDataError(f"identity bank {path}: embeddings must be finite unit vectors")
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if len(bad):
+        raise InputDataError(f"identity bank {path}: {len(bad)} embeddings hold NaN or inf (ids {bad[:10].tolist()})")
+    bad = np.flatnonzero(np.abs(np.linalg.norm(embeddings, axis=1) - 1) > 1e-3)
+    if len(bad):
+        raise InputDataError(
+            f"identity bank {path}: {len(bad)} embeddings are not unit vectors (ids {bad[:10].tolist()}); "
+            "a bank holds normalised ArcFace embeddings"
+        )
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     metadata = json.loads(raw) if raw else {}
     return IdentityBank(ids.astype(np.int64), embeddings, table, metadata)
