@@ -205,3 +205,20 @@ def test_full_image_is_stored_under_a_second_extension(tmp_path):
 
     (sample,) = list(wds.WebDataset(str(tmp_path / "shard-000000.tar"), shardshuffle=False))
     assert set(sample) >= {"__key__", "jpg", "full.jpg", "cls", "json"}
+
+
+def test_an_output_that_cannot_be_written_is_one_clear_error(tmp_path, cli):
+    from synthface.shards.storage import OutputError
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    record = {"config": {"seed": 1}, "config_hash": "abc", "bank": {"path": "b", "sha256": "x", "num_ids": 1}}
+    for out in (a_file, a_file / "ds"):
+        with pytest.raises(OutputError, match=f"{out}"):
+            check_or_start_run(Output(str(out)), record, restart=False)
+    with pytest.raises(OutputError, match="cannot write .*shard-000000.tar"):
+        write_shard(Output(str(a_file / "ds")), 0, range(0, 1))
+    with pytest.raises(OutputError, match="nosuch"):
+        Output("nosuch://bucket/run")
+    result = cli("verify", "nosuch://bucket/run")
+    assert result.returncode == 2 and "nosuch" in result.stderr and "Traceback" not in result.stderr

@@ -17,7 +17,12 @@ from typing import Any
 import fsspec
 import fsspec.config
 
-from synthface.errors import InputDataError
+from synthface.errors import InputDataError, SynthfaceError
+
+
+class OutputError(SynthfaceError):
+    """The output location cannot be opened or written (bad URL, not a folder, no permission,
+    missing fsspec backend). Raised in the driver, it ends the run with one message."""
 
 
 def fsspec_env() -> dict[str, str]:
@@ -39,7 +44,10 @@ class Output:
     def __init__(self, url: str):
         self.url = str(url).rstrip("/") or "/"
         protocol = fsspec.core.split_protocol(self.url)[0] or "file"
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **_storage_options(protocol))
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, **_storage_options(protocol))
+        except (ValueError, ImportError) as exc:  # unknown protocol, or its package is not installed
+            raise OutputError(f"cannot open output {self.url}: {exc}") from None
         self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         if self.is_local:
             # absolute, so that workers with another working directory write to the same place
@@ -58,7 +66,12 @@ class Output:
         return f"{self.url}/{name}"
 
     def makedirs(self) -> None:
-        self.fs.makedirs(self.root, exist_ok=True)
+        if self.is_local and os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise OutputError(f"output {self.url} exists and is not a folder")
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {self.url}: {exc.strerror or exc}") from None
 
     def exists(self, name: str) -> bool:
         return self.fs.exists(self.path(name))
@@ -68,6 +81,8 @@ class Output:
             return self.fs.cat_file(self.path(name))
         except FileNotFoundError:
             raise InputDataError(f"{self.url_of(name)}: not found") from None
+        except OSError as exc:  # a folder, no permission
+            raise InputDataError(f"{self.url_of(name)}: cannot read ({exc.strerror or exc})") from None
 
     def read_json(self, name: str) -> Any:
         data = self.read_bytes(name)
@@ -83,6 +98,12 @@ class Output:
         stores a single PUT is already all-or-nothing.
         """
         target = self.path(name)
+        try:
+            self._write(target, data)
+        except OSError as exc:  # disk full, no permission, a file where a folder should be
+            raise OutputError(f"cannot write {self.url_of(name)}: {exc.strerror or exc}") from None
+
+    def _write(self, target: str, data: bytes) -> None:
         if not self.is_local:
             self.fs.pipe_file(target, data)
             return
