@@ -106,3 +106,13 @@ def test_sample_errors_are_one_line(cli, tiny_cli_folder, bank, tmp_path, args, 
 def test_sample_missing_models_folder(cli, bank, tmp_path):
     r = cli("sample", "--models", tmp_path / "none", "--bank", bank, "--out", tmp_path / "o")
     assert r.returncode == 2 and "model folder not found" in r.stderr
+
+
+def test_parse_ids_lists_ranges_and_refuses_bad_ones():
+    from synthface.cli.generation import parse_ids
+    from synthface.errors import InputDataError
+
+    assert parse_ids("0, 2,5-7,2") == [0, 2, 5, 6, 7]
+    for text, message in (("3-1", "range '3-1' is empty"), ("-3", "non-negative"), ("a,b", "comma-separated"), (",", "non-negative")):
+        with pytest.raises(InputDataError, match=message):
+            parse_ids(text)

@@ -114,8 +114,10 @@ def parse_ids(text: str) -> list[int]:
             if not part:
                 continue
             if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                ids.extend(range(int(lo), int(hi) + 1))
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise InputDataError(f"--ids: range {part!r} is empty (write it low-high, e.g. {hi}-{lo})")
+                ids.extend(range(lo, hi + 1))
             else:
                 ids.append(int(part))
     except ValueError:
@@ -141,15 +143,10 @@ def read_bank_vectors(path: Path, wanted: list[int]):
 
 
 def jitter_fn(cfg):
-    """The identity stage's per-image jitter, or None when it is not available."""
-    try:
-        from synthface.identity.jitter import jitter_identity
-    except ImportError:
-        return None
-    jitter_cfg = getattr(cfg.identity, "jitter", None)
-    if jitter_cfg is None:
-        return None
-    return lambda vector, identity_id, index: jitter_identity(vector, cfg.seed, identity_id, index, jitter_cfg)
+    """The identity stage's per-image jitter bound to the run seed and ``identity.jitter``."""
+    from synthface.identity.jitter import jitter_identity
+
+    return lambda vector, identity_id, index: jitter_identity(vector, cfg.seed, identity_id, index, cfg.identity.jitter)
 
 
 def sample(
@@ -179,7 +176,7 @@ def sample(
     require_generator_files(models_dir)  # fail before the slow imports
     wanted = parse_ids(ids)
     vectors = read_bank_vectors(bank, wanted)
-    jitter_vec = jitter_fn(cfg) if jitter else None
+    jitter_vec = jitter_fn(cfg) if jitter and cfg.identity.jitter.enabled else None
 
     jobs = []  # (identity id, image index, vector, seed)
     for identity, vector in zip(wanted, vectors):
