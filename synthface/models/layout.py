@@ -94,14 +94,3 @@ MODEL_FILES: tuple[ModelFile, ...] = (
     ),
 )
 
-
-def files_of(part_dir: str) -> list[ModelFile]:
-    """The model files stored under one sub-folder (e.g. ``"arc2face"``)."""
-    return [f for f in MODEL_FILES if f.path.startswith(part_dir + "/")]
-
-
-def file_named(path: str) -> ModelFile:
-    for f in MODEL_FILES:
-        if f.path == path:
-            return f
-    raise KeyError(path)
