@@ -136,6 +136,13 @@ def test_verify_catches_corruption(tmp_path):
     tar.write_bytes(tar.read_bytes()[:3000])
     report = verify_dataset(str(tmp_path))
     assert not report.ok and any("shard-000001.tar" in p for p in report.problems)
+    # damaged JSON files are listed as problems too, beside the others, not one aborting error
+    (tmp_path / "shard-000002.json").write_text("{trunc")
+    (tmp_path / "sizes.json").write_text("[]")
+    problems = "\n".join(verify_dataset(str(tmp_path)).problems)
+    assert "shard-000002.json: not valid JSON" in problems
+    assert "sizes.json: expected a JSON dict, got list" in problems
+    assert "shard-000001.tar" in problems
 
 
 def test_verify_catches_duplicates_bad_images_labels_and_counts(tmp_path):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from synthface.errors import InputDataError
 from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE
 from synthface.shards.storage import Output
 from synthface.shards.writer import ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN
@@ -57,16 +58,29 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
         if len(report.problems) < max_problems:
             report.problems.append(text)
 
+    def read_json(name: str, kind: type = dict):
+        """The parsed file, or None with a problem recorded (missing, unreadable, not JSON)."""
+        if not output.exists(name):
+            problem(f"{name} missing")
+            return None
+        try:
+            data = output.read_json(name)
+        except InputDataError as exc:
+            problem(str(exc))
+            return None
+        if not isinstance(data, kind):
+            problem(f"{name}: expected a JSON {kind.__name__}, got {type(data).__name__}")
+            return None
+        return data
+
     if not output.exists(DATASET_FILE):
         problem(f"{DATASET_FILE} missing: not a finished synthface dataset (did generate complete?)")
         return report
-    dataset = output.read_json(DATASET_FILE)
-    sizes = output.read_json(SIZES_FILE) if output.exists(SIZES_FILE) else None
-    if sizes is None:
-        problem(f"{SIZES_FILE} missing")
-    wids = output.read_json(WIDS_FILE) if output.exists(WIDS_FILE) else None
-    if wids is None:
-        problem(f"{WIDS_FILE} missing")
+    dataset = read_json(DATASET_FILE)
+    if dataset is None:
+        return report
+    sizes = read_json(SIZES_FILE)
+    wids = read_json(WIDS_FILE)
     num_classes = int(dataset.get("num_classes", 0))
     if not dataset.get("complete", False):
         problem(f"dataset is incomplete: missing shards {', '.join(dataset.get('missing_shards', []))}")
@@ -108,7 +122,9 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
         if sizes is not None:
             expected[SIZES_FILE] = sizes.get(name)
         if output.exists(f"{stem}.json"):
-            expected[f"{stem}.json"] = output.read_json(f"{stem}.json").get("num_samples")
+            stats = read_json(f"{stem}.json")
+            if stats is not None:
+                expected[f"{stem}.json"] = stats.get("num_samples")
         if wids is not None and (count or name in wids_counts):
             expected[WIDS_FILE] = wids_counts.get(name)
         for source, n in expected.items():
