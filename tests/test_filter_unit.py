@@ -186,3 +186,19 @@ def test_centre_stats_on_constructed_people(rng):
     stats = centre_stats(emb, [0] * 4 + [1] * 4)
     assert stats["people"] == 2 and stats["people_split"] == 2
     assert stats["different_person_centre_max"] < 0.5 < 0.8 < stats["same_person_split_centre_min"]
+
+
+@pytest.mark.parametrize("max_iterations", [1, 5])
+def test_every_accepted_image_passes_against_the_reported_centre(max_iterations):
+    """Also when the centre estimate has not settled within max_iterations (two overlapping
+    sub-clusters make images move in and out): no accepted image below tau_intra."""
+    cfg = FilterConfig(use_target=False, tau_intra=0.5, max_iterations=max_iterations)
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        a = unit(rng.normal(size=DIM))
+        b = around(a, 0.5, rng)
+        images = [face(around(a, rng.uniform(0.4, 0.9), rng)) for _ in range(6)]
+        images += [face(around(b, rng.uniform(0.4, 0.9), rng)) for _ in range(4)]
+        decision = IdentityFilter(cfg).filter_class(None, images)
+        low = [d.sim_centre for d in decision.images if d.accepted and (d.sim_centre or 1.0) < cfg.tau_intra]
+        assert not low, (seed, low)

@@ -141,15 +141,28 @@ class IdentityFilter:
         if emb is not None:
             gram = emb @ emb.T
             members = candidate.copy()
+            settled = False
             for iterations in range(1, cfg.max_iterations + 1):
                 sims = self._centre_sims(emb, gram, members)
                 # without peers there is no evidence against an image: it passes this check
                 passes = candidate & (np.isnan(sims) | (sims >= cfg.tau_intra))
                 if np.array_equal(passes, members):
+                    settled = True
                     break
                 members = passes
                 if not members.any():  # no two candidates agree: nothing to build a centre from
+                    settled = True
                     break
+            if not settled:
+                # Images still moving in and out after max_iterations: from here on only
+                # remove. The set shrinks every round, so this ends, and then every accepted
+                # image passes against the centre of the others (which is what is reported).
+                while members.any():
+                    sims = self._centre_sims(emb, gram, members)
+                    passes = members & (np.isnan(sims) | (sims >= cfg.tau_intra))
+                    if np.array_equal(passes, members):
+                        break
+                    members = passes
             accepted = members
             if accepted.any():
                 sims = self._centre_sims(emb, gram, accepted)
