@@ -127,6 +127,9 @@ def test_lcm_on_without_weights_names_the_file(models, tmp_path):
     with pytest.raises(MissingModelError, match=r"lcm-lora/pytorch_lora_weights.safetensors.*--lcm-lora"):
         make(folder, lcm="on")
     assert make(folder, lcm="auto").describe()["lcm_lora"] is False
+    # the LCM scheduler on the plain UNet (auto found no LoRA) would sample garbage: refused too
+    with pytest.raises(MissingModelError, match=r"generation.scheduler is lcm.*lcm-lora/pytorch_lora_weights"):
+        make(folder, lcm="auto", scheduler="lcm")
 
 
 @pytest.mark.parametrize("text, value", [("on", "on"), ("off", "off"), ("true", "on"), ("no", "off"), ("auto", "auto")])

@@ -158,9 +158,11 @@ class Arc2FaceGenerator:
         root = Path(models_dir)
         parts = load_parts(root, device, dtype)
 
-        if cfg.lcm == "on" and parts.lcm_lora is None:
+        # scheduler 'lcm' (allowed with lcm on/auto) only makes sense on the LCM-LoRA'd UNet
+        if (cfg.lcm == "on" or cfg.scheduler == "lcm") and parts.lcm_lora is None:
+            why = "generation.lcm is on" if cfg.lcm == "on" else "generation.scheduler is lcm"
             raise MissingModelError(
-                f"generation.lcm is on but {root / LCM_LORA_DIR / LCM_LORA_WEIGHTS} is missing; get it with "
+                f"{why} but {root / LCM_LORA_DIR / LCM_LORA_WEIGHTS} is missing; get it with "
                 f"`synthface models download --to {root} --lcm-lora` (from {LCM_LORA_REPO}) or set generation.lcm=off"
             )
         use_lcm = cfg.lcm == "on" or (cfg.lcm == "auto" and parts.lcm_lora is not None)
