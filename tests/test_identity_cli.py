@@ -45,3 +45,6 @@ def test_bench_ids_prints_the_table(cli):
     assert "uniform (baseline) vs packed" in proc.stdout
     assert "N^p" in proc.stdout
     assert "p = " in proc.stdout
+    # piped output keeps every figure whole (no rich ellipsis)
+    row = next(line for line in proc.stdout.splitlines() if line.strip("│ ").startswith("400 "))
+    assert "…" not in row and len(row.split("│")) == 12, row

@@ -187,6 +187,8 @@ def bench_ids(
             f"{u['max'] - p['max']:+.4f}", f"{p['s'] / u['s']:.1f}x", growth,
         )
         prev = row
-    console.print(table)
+    # Piped to a file (how benchmark results are kept) rich would squeeze the
+    # table into 80 columns and cut the figures to "0.19…".
+    (console if console.is_terminal else Console(width=200)).print(table)
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     console.print(f"load average at end {load_end:.2f} (other work on the machine slows every timing)")
