@@ -187,7 +187,8 @@ def test_verify_catches_missing_and_uncommitted_shards(tmp_path, cli):
 def test_different_config_on_same_output_is_refused_unless_restart(tmp_path):
     make_dataset(tmp_path)
     other = {"config": {"seed": 2}, "config_hash": "other", "bank": {"path": "b", "sha256": "x", "num_ids": 6}}
-    with pytest.raises(RunStateError, match="different config.*--restart"):
+    # the message names what changed
+    with pytest.raises(RunStateError, match=r"different config \(run.images_per_id: 3 -> None, seed: 1 -> 2\).*--restart"):
         check_or_start_run(Output(str(tmp_path)), other, restart=False)
     assert (tmp_path / "shard-000000.tar").exists()
     # same config and bank, other models (say real weights instead of tiny random ones)

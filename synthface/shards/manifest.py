@@ -102,6 +102,18 @@ def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int) -> dict[st
     }
 
 
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted config keys whose values differ, e.g. ``["run.images_per_id: 8 -> 4"]``."""
+    if isinstance(old, dict) or isinstance(new, dict):
+        old = old if isinstance(old, dict) else {}
+        new = new if isinstance(new, dict) else {}
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
 def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) -> bool:
     """Compare ``record`` with the run already in ``output``; True if resuming.
 
@@ -123,8 +135,10 @@ def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) ->
             return True
         if not restart:
             what = " and ".join(differs)
+            changed = changed_keys(output_config(old.get("config", {})), output_config(record["config"]))
+            detail = f" ({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''})" if changed else ""
             raise RunStateError(
-                f"{output.url} holds a run with a different {what}; use a new --out, "
+                f"{output.url} holds a run with a different {what}{detail}; use a new --out, "
                 f"or pass --restart to delete it and start over"
             )
     elif not restart and output.list_names("shard-"):
