@@ -64,7 +64,11 @@ class PackedConfig(StrictModel):
         description="How strongly the push concentrates on the closest pairs (soft-max temperature on cosine).",
     )
     step_size: float = Field(
-        0.002, gt=0, le=0.5, description="Largest move per step (radians, decays to zero over the run)."
+        0.002,
+        gt=0,
+        le=0.5,
+        description="Move per step (radians) of a row pushed by one neighbour at the bank's max cosine; "
+        "rows with several near-max neighbours move up to that many times further. Decays to zero over the run.",
     )
     check_every: int = Field(
         10, ge=1, le=10_000, description="Steps between re-scoring all neighbour pairs to pick the rows that move."
