@@ -33,7 +33,10 @@ def read_candidates(output: Output, dataset: dict) -> pa.Table:
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
-def _similarity_png(candidates: pa.Table, thresholds: dict[str, float | None]) -> bytes | None:
+def _similarity_png(
+    candidates: pa.Table, thresholds: dict[str, float | None], unused: frozenset[str] = frozenset()
+) -> bytes | None:
+    """Histograms per similarity column; a column in ``unused`` was measured but not a filter rule."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +65,7 @@ def _similarity_png(candidates: pa.Table, thresholds: dict[str, float | None]) -
                 0.5, 0.5, "not measured\n(recognizer not in the bank's space)",
                 ha="center", va="center", transform=ax.transAxes,
             )
-        ax.set_title(title)
+        ax.set_title(title + ("\n(measured, not a rule: filter.use_target is false)" if column in unused else ""))
         ax.set_xlabel("cosine similarity")
         ax.set_ylabel("candidates")
         if drawn:
@@ -200,7 +203,8 @@ def write_card(out: str | Output) -> str:
         "sim_target": filt.get("tau_target") if filt.get("use_target", True) else None,
         "sim_centre": filt.get("tau_intra"),
     }
-    sim = _similarity_png(candidates, thresholds)
+    unused = frozenset() if filt.get("use_target", True) else frozenset({"sim_target"})
+    sim = _similarity_png(candidates, thresholds, unused)
     if sim is not None:
         output.write_bytes(SIM_PNG, sim)
     sheet = _contact_sheet_png(output, dataset)
