@@ -19,8 +19,13 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from pipelines.planning import ShardJob
+from synthface.errors import SynthfaceError
 
 log = logging.getLogger("synthface.generate")
+
+
+class WorkerStartError(SynthfaceError):
+    """A worker process died while loading its stages (before any job ran)."""
 
 
 @dataclass
@@ -85,6 +90,12 @@ class Dispatcher:
         except RayTaskError as exc:
             self.shutdown()
             raise (exc.cause if exc.cause is not None else exc) from None
+        except RayActorError as exc:  # the process itself died (killed, out of memory, a crash in native code)
+            self.shutdown()
+            raise WorkerStartError(
+                f"a worker process died while loading the models ({_short_error(exc)}); "
+                "see the Ray worker logs (e.g. /tmp/ray/session_latest/logs) for why"
+            ) from None
         except GetTimeoutError:
             self.shutdown()
             raise

@@ -99,6 +99,15 @@ def test_asking_for_gpus_the_cluster_lacks_is_a_config_error(ray_cluster, tiny_m
     assert not list((tmp_path / "ds").glob("shard-*"))
 
 
+def test_worker_dying_while_loading_is_one_clear_error(ray_cluster, tiny_models, bank, tmp_path):
+    from pipelines.dispatch import WorkerStartError
+
+    support.ship_by_value()
+    with pytest.raises(WorkerStartError, match="worker process died while loading the models"):
+        generate(config(tiny_models, bank), str(tmp_path / "ds"), stages_factory=support.DieOnLoad())
+    assert not list((tmp_path / "ds").glob("shard-*"))
+
+
 def test_worker_killed_mid_job_is_retried_without_loss_or_duplicates(baseline, tiny_models, bank, tmp_path):
     base_out, _ = baseline
     flag = tmp_path / "kill-next-worker"

@@ -2,8 +2,9 @@
 
 - ``tiny_config``: a factory config on the tiny random models, small enough
   for a 2-core CPU.
-- ``KillOnce`` / ``FailAlways``: fault injection around the real stages (a
-  worker process that dies mid-job; a job that always raises).
+- ``KillOnce`` / ``FailShards`` / ``DieOnLoad``: fault injection around the real
+  stages (a worker process that dies mid-job; jobs that always raise; a worker
+  that dies while loading).
 - ``PhotoStages``: the one generator test double: it returns real photos from
   ../shared/assets for identities embedded from those photos, with the real
   face analyzer and filter, so the accept path runs on real faces.
@@ -114,6 +115,14 @@ class KillOnce:
         stages = build_real_stages(cfg)
         stages.generator = _DyingGenerator(stages.generator, self.flag)
         return stages
+
+
+@dataclass
+class DieOnLoad:
+    """A worker process that dies while loading its stages (as if killed or out of memory)."""
+
+    def __call__(self, cfg):
+        os._exit(1)
 
 
 @dataclass
