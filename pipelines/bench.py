@@ -65,7 +65,6 @@ class PassAnalyzer:
     """Every image is one face; the crop is a precomputed test crop."""
 
     embedding_dim = 8
-    shares_bank_space = False
 
     def __init__(self):
         self.crops = [_crop(s) for s in range(16)]
