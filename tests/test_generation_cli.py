@@ -95,9 +95,12 @@ def test_sample_writes_images_contact_sheet_and_metadata(cli, tiny_cli_folder, b
         (["--ids", "0,99"], "no identities with ids [99]"),
         (["--ids", "zero"], "--ids"),
         (["--set", "generation.steps=0"], "generation.steps"),
+        (["--out", "{tmp}/a-file/o"], "cannot create the output folder"),
     ],
 )
 def test_sample_errors_are_one_line(cli, tiny_cli_folder, bank, tmp_path, args, message):
+    (tmp_path / "a-file").write_text("not a folder")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     r = cli("sample", "--models", tiny_cli_folder, "--bank", bank, "--per-id", "1", "--out", tmp_path / "o", *args)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr

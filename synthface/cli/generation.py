@@ -166,6 +166,7 @@ def sample(
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from synthface.errors import InputDataError
     from synthface.factory_config import load_factory_config
     from synthface.generation.loading import require_generator_files
     from synthface.imaging import contact_sheet, save_png
@@ -177,6 +178,10 @@ def sample(
     wanted = parse_ids(ids)
     vectors = read_bank_vectors(bank, wanted)
     jitter_vec = jitter_fn(cfg) if jitter and cfg.identity.jitter.enabled else None
+    try:  # before the slow model load, so a bad --out fails at once
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputDataError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
 
     jobs = []  # (identity id, image index, vector, seed)
     for identity, vector in zip(wanted, vectors):
@@ -189,7 +194,6 @@ def sample(
     t0 = time.perf_counter()
     generator = Arc2FaceGenerator.from_folder(models_dir, cfg.generation)
     load_s = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
 
     images: dict[tuple[int, int], np.ndarray] = {}
     t0 = time.perf_counter()
