@@ -150,3 +150,11 @@ def test_invalid_face_config_names_the_key():
         load_factory_config(None, ["faces.det_size=250"])  # not a multiple of 32
     with pytest.raises(ConfigError, match="faces.recognizer_input"):
         load_factory_config(None, ["faces.recognizer_input=bgr"])
+
+
+def test_embed_gallery_unwritable_out_fails_before_any_work(tmp_path, cli):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    proc = cli("embed-gallery", tmp_path, "--out", a_file / "gallery.npy")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cannot create its folder" in proc.stderr

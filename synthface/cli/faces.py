@@ -73,6 +73,10 @@ def embed_gallery(
     console = Console(stderr=True)
     if out.suffix != ".npy":
         raise InputDataError(f"--out must be a .npy file (the report goes beside it as .csv), got {out}")
+    try:  # before the (long) embedding, not after it
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputDataError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
     _, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, det_size)
     paths = list_images(images_dir)
     if not paths:
@@ -117,19 +121,21 @@ def embed_gallery(
     if not embeddings:
         raise InputDataError(f"no face could be embedded from the {len(paths)} images in {images_dir}; nothing written")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     gallery = np.stack(embeddings).astype(np.float32)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, gallery)
-    os.replace(tmp, out)
     csv_path = out.with_suffix(".csv")
     fields = ["image", "row", "status", "reason", "det_score", "num_faces", "detail"]
-    with open(csv_path.with_name(csv_path.name + ".tmp"), "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(report)
-    os.replace(csv_path.with_name(csv_path.name + ".tmp"), csv_path)
+    try:
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, gallery)
+        os.replace(tmp, out)
+        with open(csv_path.with_name(csv_path.name + ".tmp"), "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(report)
+        os.replace(csv_path.with_name(csv_path.name + ".tmp"), csv_path)
+    except OSError as exc:  # disk full, no permission, a folder in the way
+        raise InputDataError(f"cannot write {out} / {csv_path.name}: {exc.strerror or exc}") from None
     typer.echo(
         f"embedded {len(embeddings)}/{len(paths)} images -> {out} ({gallery.shape[0]} x {gallery.shape[1]} float32); "
         f"{len(failed)} failed; per-image report {csv_path}"
