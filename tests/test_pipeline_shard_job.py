@@ -1,0 +1,121 @@
+"""One shard job without Ray or models: stand-in generator and analyzer, the real filter
+and shard writer. What the job writes for each kind of rejection, and how the inter-class
+check's `drop` and `flag` actions end up in the tar, the parquet and the stats."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.planning import ShardJob
+from pipelines.shard_job import JobSettings, Stages, run_shard_job
+from synthface.faces.analyzer import FaceResult
+from synthface.filtering import FilterConfig, IdentityFilter
+from synthface.shards.storage import Output
+
+DIM = 16
+PER_ID = 4
+# identity -> its direction in embedding space; 11 duplicates 10, 13 gets only one good image
+DIRECTIONS = {10: 0, 11: 0, 12: 1, 13: 2}
+
+
+class IdGenerator:
+    """Each "image" carries its identity id, so the analyzer can tell them apart."""
+
+    def generate(self, id_vectors, seeds):
+        return np.stack([np.full((16, 16, 3), int(v[0]), np.uint8) for v in id_vectors])
+
+    def describe(self):
+        return {"model": "stand-in", "steps": 1}
+
+
+class ScriptedAnalyzer:
+    """Embeds identity i near axis DIRECTIONS[i]; identity 13's images after the first find no face."""
+
+    embedding_dim = DIM
+
+    def __init__(self):
+        self.seen: dict[int, int] = {}
+
+    def analyze(self, images):
+        out = []
+        rng = np.random.default_rng(0)
+        for img in images:
+            identity = int(img[0, 0, 0])
+            k = self.seen.get(identity, 0)
+            self.seen[identity] = k + 1
+            if identity == 13 and k > 0:
+                out.append(FaceResult(ok=False, reason="no_face"))
+                continue
+            emb = np.zeros(DIM, np.float32)
+            emb[DIRECTIONS[identity]] = 1.0
+            emb += rng.normal(0, 0.05, DIM).astype(np.float32)
+            out.append(FaceResult(ok=True, det_score=0.9, num_faces=1, aligned=np.full((112, 112, 3), identity, np.uint8),
+                                  bbox=np.zeros(4, np.float32), landmarks=np.zeros((5, 2), np.float32),
+                                  embedding=emb / np.linalg.norm(emb)))
+        return out
+
+
+def run(tmp_path, inter_action: str):
+    stages = Stages(
+        generator=IdGenerator(),
+        analyzer=ScriptedAnalyzer(),
+        id_filter=IdentityFilter(FilterConfig(use_target=False, min_images=2, inter_action=inter_action)),
+    )
+    embeddings = np.zeros((14, DIM), np.float32)
+    embeddings[:, 0] = np.arange(14)  # the generator reads the identity back from the vector
+    settings = JobSettings(run_seed=1, images_per_id=PER_ID, batch_size=3, jpeg_quality=90,
+                           write_full_image=False, inter_class="shard")
+    out = Output(str(tmp_path / inter_action))
+    stats = run_shard_job(ShardJob(index=2, id_start=10, id_stop=14), embeddings, stages, settings, out)
+    rows = {(r["id"], r["index"]): r for r in pq.read_table(tmp_path / inter_action / "shard-000002.parquet").to_pylist()}
+    with tarfile.open(tmp_path / inter_action / "shard-000002.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    return stats, rows, members
+
+
+def keys(members) -> set[str]:
+    return {name.split(".")[0] for name in members}
+
+
+def test_drop_removes_the_later_duplicate_and_every_reason_is_recorded(tmp_path):
+    stats, rows, members = run(tmp_path, "drop")
+    assert len(rows) == 4 * PER_ID and stats["num_candidates"] == 4 * PER_ID
+    assert keys(members) == {f"{i:07d}_{k:03d}" for i in (10, 12) for k in range(PER_ID)}
+    assert {(rows[(11, k)]["accepted"], rows[(11, k)]["reason"], rows[(11, k)]["class_kept"]) for k in range(PER_ID)} == {
+        (False, "inter_class_duplicate", False)
+    }
+    # identity 13: one image passed, the rest found no face, so the class is too small
+    assert rows[(13, 0)]["reason"] == "class_too_small" and not rows[(13, 0)]["class_kept"]
+    assert {rows[(13, k)]["reason"] for k in range(1, PER_ID)} == {"no_face"}
+    assert stats["class_reasons"] == {"class_too_small": 1, "inter_class_duplicate": 1}
+    assert stats["reasons"] == {"accepted": 8, "class_too_small": 1, "inter_class_duplicate": 4, "no_face": 3}
+    assert stats["num_samples"] == 8 and stats["labels"] == [10, 12] and stats["num_classes_kept"] == 2
+
+
+def test_flag_keeps_the_duplicate_and_marks_it(tmp_path):
+    stats, rows, members = run(tmp_path, "flag")
+    assert keys(members) == {f"{i:07d}_{k:03d}" for i in (10, 11, 12) for k in range(PER_ID)}
+    assert all(rows[(11, k)]["accepted"] and rows[(11, k)]["class_kept"] for k in range(PER_ID))
+    assert {rows[(11, k)]["class_reason"] for k in range(PER_ID)} == {"inter_class_duplicate"}
+    assert rows[(10, 0)]["class_reason"] is None
+    meta = json.loads(members["0000011_000.json"])
+    assert meta["class_flag"] == "inter_class_duplicate"
+    assert "class_flag" not in json.loads(members["0000010_000.json"])
+    assert stats["class_flags"] == {"inter_class_duplicate": 1} and stats["class_reasons"] == {"class_too_small": 1}
+    assert stats["num_samples"] == 12 and stats["labels"] == [10, 11, 12]
+
+
+@pytest.mark.parametrize("action", ["drop", "flag"])
+def test_same_job_writes_the_same_tar(tmp_path, action):
+    run(tmp_path / "a", action)
+    run(tmp_path / "b", action)
+    name = f"{action}/shard-000002.tar"
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO((tmp_path / "a" / name).read_bytes())) as tar:
+        assert all(m.mtime == 0 for m in tar.getmembers())
