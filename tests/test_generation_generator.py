@@ -214,6 +214,10 @@ def test_damaged_file_is_a_clear_error(models, tmp_path):
     (broken / "arc2face" / "config.json").write_text("{ not json")
     with pytest.raises(MissingModelError, match="Arc2Face UNet"):
         make(broken)
+    shutil.copytree(models, tmp_path / "bad-vocab")
+    (tmp_path / "bad-vocab" / "tokenizer" / "vocab.json").write_text("{}")  # tokenizers raises a bare Exception
+    with pytest.raises(MissingModelError, match="could not load the tokenizer"):
+        make(tmp_path / "bad-vocab")
 
 
 @pytest.mark.parametrize("scheduler", ["dpmsolver++", "euler_ancestral"])
