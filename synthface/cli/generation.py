@@ -98,6 +98,10 @@ def models_init_tiny(
                 f"refusing to write a tiny model folder into {folder}: it is not empty and not an earlier tiny "
                 "folder (it may hold real weights); choose an empty folder"
             )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunStateError(f"cannot create the model folder {folder}: {exc.strerror or exc}") from None
     init_tiny(folder, with_lcm_lora=lcm_lora)
     typer.echo(f"tiny random-weight model folder written: {folder}")
 
@@ -256,9 +260,16 @@ def bench_sample(
     from synthface.generation.generator import Arc2FaceGenerator
     from synthface.models.tiny import init_tiny
 
+    from synthface.errors import ConfigError
+
+    try:
+        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"--batch-sizes: expected comma-separated positive integers, got {batch_sizes!r}")
     if threads:
         torch.set_num_threads(threads)
-    sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
     cfg = load_factory_config(config, [f"generation.height={size}", f"generation.width={size}", f"generation.steps={steps}", *(overrides or [])])
     tmp = None
     if models is None:
