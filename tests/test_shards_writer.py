@@ -230,3 +230,16 @@ def test_an_output_that_cannot_be_written_is_one_clear_error(tmp_path, cli):
         Output("nosuch://bucket/run")
     result = cli("verify", "nosuch://bucket/run")
     assert result.returncode == 2 and "nosuch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_different_config_replaces_an_earlier_run_that_committed_nothing(tmp_path):
+    """A run that stopped at start-up (say, weights missing) left only its run record and maybe
+    an uncommitted tar: the next run, even with other settings or models, just starts."""
+    out = Output(str(tmp_path))
+    first = {"config": {"seed": 1}, "config_hash": "a", "bank": {"path": "b", "sha256": "x", "num_ids": 2}, "models": {}}
+    assert check_or_start_run(out, first, restart=False) is False
+    (tmp_path / "shard-000000.tar").write_bytes(b"half")  # no .json: never committed
+    second = {**first, "config": {"seed": 2}, "config_hash": "b", "models": {"origin": "download"}}
+    assert check_or_start_run(out, second, restart=False) is False
+    assert json.loads((tmp_path / "synthface-run.json").read_text())["config_hash"] == "b"
+    assert not (tmp_path / "shard-000000.tar").exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -24,6 +25,8 @@ from synthface.errors import RunStateError
 from synthface.shards.config import EXECUTION_ONLY_KEYS
 from synthface.shards.storage import Output
 from synthface.shards.writer import shard_name
+
+log = logging.getLogger("synthface.generate")
 
 RUN_FILE = "synthface-run.json"
 DATASET_FILE = "dataset.json"
@@ -117,8 +120,9 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) -> bool:
     """Compare ``record`` with the run already in ``output``; True if resuming.
 
-    Refuses (RunStateError) when the folder holds a different dataset, unless
-    ``restart``, which deletes the old run's files first.
+    Refuses (RunStateError) when the folder holds a different dataset with at
+    least one committed shard, unless ``restart``, which deletes the old run's
+    files first.
     """
     if output.exists(RUN_FILE):
         old = output.read_json(RUN_FILE)
@@ -133,6 +137,11 @@ def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) ->
         ]
         if not differs and not restart:
             return True
+        if differs and not restart and not output.list_names("shard-", ".json"):
+            # the earlier run committed nothing (it stopped at start-up, e.g. on missing
+            # weights): there is no data to protect, so the new run simply replaces it
+            log.info("%s: the earlier run committed no shard; starting over with this one", output.url)
+            restart = True
         if not restart:
             what = " and ".join(differs)
             changed = changed_keys(output_config(old.get("config", {})), output_config(record["config"]))
