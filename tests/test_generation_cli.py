@@ -119,3 +119,9 @@ def test_parse_ids_lists_ranges_and_refuses_bad_ones():
     for text, message in (("3-1", "range '3-1' is empty"), ("-3", "non-negative"), ("a,b", "comma-separated"), (",", "non-negative")):
         with pytest.raises(InputDataError, match=message):
             parse_ids(text)
+
+
+def test_init_tiny_into_an_uncreatable_folder_is_one_line(cli, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    r = cli("models", "init-tiny", tmp_path / "a-file" / "models")
+    assert r.returncode == 2 and "cannot create the model folder" in r.stderr and "Traceback" not in r.stderr
