@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthface.faces.align import ARCFACE_TEMPLATE, CROP_SIZE, estimate_transform, transform_points, warp_to_template
+from synthface.faces.align import CROP_SIZE, estimate_transform, transform_points, warp_to_template
 
 GENERATED_SIZE = 512
 
@@ -94,7 +94,3 @@ def time_analyzer(analyzer, images: list[np.ndarray], reference: list[np.ndarray
         embed_s=embed_s,
         landmark_err=float(np.mean(errs)) if errs else float("nan"),
     )
-
-
-def template_reference(size: int = GENERATED_SIZE) -> np.ndarray:
-    return ARCFACE_TEMPLATE * (size / CROP_SIZE)

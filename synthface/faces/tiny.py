@@ -27,7 +27,6 @@ recognizers mean little with it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +184,3 @@ def write_tiny_face_models(directory: str | Path, seed: int = 0) -> dict[str, Pa
         onnx.save(model, str(tmp))
         tmp.replace(paths[key])
     return paths
-
-
-def describe_tiny_face_models(seed: int = 0) -> str:
-    return json.dumps({"detector": DETECTOR_FILE, "recognizer": RECOGNIZER_FILE, "origin": "tiny-random", "seed": seed})
