@@ -185,6 +185,9 @@ def test_out_of_range_settings_name_the_key(override, key):
 def test_device_and_dtype_errors(models):
     with pytest.raises(ConfigError, match="float16 needs a CUDA device"):
         make(models, dtype="float16")
+    for device in ("mps", "meta", "tpu"):
+        with pytest.raises(ConfigError, match="generation.device"):
+            make(models, device=device)
     import torch
 
     if not torch.cuda.is_available():

@@ -52,6 +52,8 @@ def resolve_device(name: str | None):
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"generation.device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"generation.device: {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"generation.device: {name!r} requested but CUDA is not available on this machine")
     return device
