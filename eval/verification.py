@@ -21,12 +21,12 @@ import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import KFold
 
 from eval.backbones import INPUT_SIZE
+from eval.data import decode_image
 from synthface.errors import InputDataError
 
 
@@ -87,15 +87,6 @@ def _as_bytes(entry, i: int, path) -> bytes:
     raise InputDataError(f"{path}: entry {i} is {type(entry).__name__}, expected encoded image bytes")
 
 
-def decode_pair_image(data: bytes) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError("undecodable image")
-    if image.shape[:2] != (INPUT_SIZE, INPUT_SIZE):
-        image = cv2.resize(image, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def load_bin(path: str | Path) -> PairSet:
     """Read and decode an insightface verification ``.bin`` safely."""
     path = Path(path)
@@ -121,7 +112,7 @@ def load_bin(path: str | Path) -> PairSet:
     images = np.empty((len(bins), INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
     for i, entry in enumerate(bins):
         try:
-            images[i] = decode_pair_image(_as_bytes(entry, i, path))
+            images[i] = decode_image(_as_bytes(entry, i, path))
         except ValueError:
             raise InputDataError(f"{path}: image {i} cannot be decoded") from None
     return PairSet(name=path.stem, images=images, issame=issame)
