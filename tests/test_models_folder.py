@@ -84,11 +84,22 @@ def test_download_fails_fast_and_clearly_when_the_hub_is_unreachable(tmp_path, m
     # A closed local port stands in for "no internet" whatever this machine's network is.
     monkeypatch.setattr(dl, "hub_endpoint", lambda: "http://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in dl.PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     start = time.monotonic()
     with pytest.raises(MissingModelError, match="not reachable.*offline"):
         dl.download(tmp_path / "m")
     assert time.monotonic() - start < dl.CONNECT_TIMEOUT_S + 5
     assert not (tmp_path / "m").exists()  # nothing half-written
+
+
+def test_connectivity_check_is_skipped_behind_a_proxy(tmp_path, monkeypatch):
+    from synthface.models import hub as dl
+
+    monkeypatch.setattr(dl, "hub_endpoint", lambda: "http://127.0.0.1:9")  # closed port: direct check would fail
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    dl.check_connectivity(tmp_path)  # no error: the proxy, not a direct connection, reaches the hub
 
 
 def test_download_respects_hf_hub_offline(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 Files land directly under their layout paths (no symlinks into a cache), so
 the folder can be copied to machines without internet. Before any download,
 a short TCP check tells an offline machine so within seconds instead of
-letting each request retry and time out.
+letting each request retry and time out (skipped behind an HTTP(S) proxy).
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from synthface.models.layout import MODEL_FILES, ModelFile
 from synthface.models.tiny import write_manifest
 
 CONNECT_TIMEOUT_S = 5.0
+# With one of these set the hub is reached through a proxy, and a direct TCP
+# connection to it would fail on a machine that is not offline at all.
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 def hub_endpoint() -> str:
@@ -39,6 +42,8 @@ def check_connectivity(root: Path, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Raise MissingModelError quickly when the hub cannot be reached."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise MissingModelError(offline_message(root, "HF_HUB_OFFLINE is set"))
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return  # behind a proxy: leave it to the hub client (its own timeouts, errors mapped in download)
     url = urlparse(hub_endpoint())
     host = url.hostname or "huggingface.co"
     port = url.port or (443 if url.scheme == "https" else 80)
