@@ -163,9 +163,13 @@ class Arc2FaceGenerator:
         # scheduler 'lcm' (allowed with lcm on/auto) only makes sense on the LCM-LoRA'd UNet
         if (cfg.lcm == "on" or cfg.scheduler == "lcm") and parts.lcm_lora is None:
             why = "generation.lcm is on" if cfg.lcm == "on" else "generation.scheduler is lcm"
+            fixes = (["generation.lcm=off"] if cfg.lcm == "on" else []) + (
+                ["another generation.scheduler"] if cfg.scheduler == "lcm" else []
+            )
+            fix = "set " + " and ".join(fixes)
             raise MissingModelError(
                 f"{why} but {root / LCM_LORA_DIR / LCM_LORA_WEIGHTS} is missing; get it with "
-                f"`synthface models download --to {root} --lcm-lora` (from {LCM_LORA_REPO}) or set generation.lcm=off"
+                f"`synthface models download --to {root} --lcm-lora` (from {LCM_LORA_REPO}) or {fix}"
             )
         use_lcm = cfg.lcm == "on" or (cfg.lcm == "auto" and parts.lcm_lora is not None)
         if use_lcm:
