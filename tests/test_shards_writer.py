@@ -145,6 +145,20 @@ def test_verify_catches_corruption(tmp_path):
     assert "shard-000001.tar" in problems
 
 
+def test_verify_and_card_catch_a_damaged_parquet(tmp_path, cli):
+    make_dataset(tmp_path)
+    parquet = tmp_path / "shard-000000.parquet"
+    parquet.write_bytes(parquet.read_bytes()[:200])
+    assert "shard-000000.parquet: unreadable parquet" in "\n".join(verify_dataset(str(tmp_path)).problems)
+    card = cli("card", tmp_path)
+    assert card.returncode == 2 and "shard-000000.parquet: unreadable" in card.stderr and "Traceback" not in card.stderr
+    # a readable parquet that disagrees with the tar
+    write_shard(Output(str(tmp_path)), 0, range(0, 2), reject_every=3)  # same ids, 4 of 6 accepted
+    (tmp_path / "shard-000000.tar").write_bytes(ShardWriter(None, 0).tar_bytes())  # an empty tar
+    problems = "\n".join(verify_dataset(str(tmp_path)).problems)
+    assert "shard-000000.parquet: 4 accepted rows but the tar holds 0 samples" in problems
+
+
 def test_verify_catches_duplicates_bad_images_labels_and_counts(tmp_path):
     make_dataset(tmp_path)
     # copy a sample of shard 0 into shard 2: a duplicate key and a count mismatch

@@ -29,7 +29,13 @@ def read_candidates(output: Output, dataset: dict) -> pa.Table:
     tables = []
     for shard in dataset.get("shards", []):
         stem = shard["name"][: -len(".tar")]
-        tables.append(pq.read_table(io.BytesIO(output.read_bytes(f"{stem}.parquet"))))
+        try:
+            tables.append(pq.read_table(io.BytesIO(output.read_bytes(f"{stem}.parquet"))))
+        except (pa.ArrowException, OSError) as exc:
+            raise InputDataError(
+                f"{output.url_of(stem + '.parquet')}: unreadable ({str(exc).splitlines()[0][:300]}); "
+                "`synthface verify` lists what is damaged"
+            ) from None
     return pa.concat_tables(tables) if tables else pa.table({})
 
 

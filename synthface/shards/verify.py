@@ -4,7 +4,8 @@ Every shard is listed in the manifest and committed; every tar reads; each
 sample has well-formed key, ``jpg``/``cls``/``json``; the image decodes at
 112x112; the label matches the key's identity and lies within num_classes;
 keys are unique across shards; counts agree between tar, stats, sizes.json,
-the wids index and dataset.json.
+the wids index and dataset.json; each shard's parquet reads, with one row per
+candidate and one accepted row per sample.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import tarfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 from synthface.errors import InputDataError
@@ -73,6 +76,18 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
             return None
         return data
 
+    def check_candidates(name: str, samples: int, stats: dict | None) -> None:
+        """The candidate table reads, has a row per candidate and one accepted row per sample."""
+        try:
+            accepted = pq.read_table(io.BytesIO(output.read_bytes(name)), columns=["accepted"])["accepted"]
+        except (pa.ArrowException, OSError, InputDataError) as exc:
+            problem(f"{name}: unreadable parquet ({str(exc).splitlines()[0][:300]})")
+            return
+        if stats is not None and len(accepted) != stats.get("num_candidates"):
+            problem(f"{name}: {len(accepted)} candidate rows but the stats say {stats.get('num_candidates')}")
+        if accepted.to_pylist().count(True) != samples:
+            problem(f"{name}: {accepted.to_pylist().count(True)} accepted rows but the tar holds {samples} samples")
+
     if not output.exists(DATASET_FILE):
         problem(f"{DATASET_FILE} missing: not a finished synthface dataset (did generate complete?)")
         return report
@@ -121,10 +136,11 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
         expected = {"dataset.json": listed[name]["num_samples"]}
         if sizes is not None:
             expected[SIZES_FILE] = sizes.get(name)
-        if output.exists(f"{stem}.json"):
-            stats = read_json(f"{stem}.json")
-            if stats is not None:
-                expected[f"{stem}.json"] = stats.get("num_samples")
+        stats = read_json(f"{stem}.json") if output.exists(f"{stem}.json") else None
+        if stats is not None:
+            expected[f"{stem}.json"] = stats.get("num_samples")
+        if output.exists(f"{stem}.parquet"):
+            check_candidates(f"{stem}.parquet", count, stats)
         if wids is not None and (count or name in wids_counts):
             expected[WIDS_FILE] = wids_counts.get(name)
         for source, n in expected.items():
