@@ -257,3 +257,20 @@ def test_a_different_config_replaces_an_earlier_run_that_committed_nothing(tmp_p
     assert check_or_start_run(out, second, restart=False) is False
     assert json.loads((tmp_path / "synthface-run.json").read_text())["config_hash"] == "b"
     assert not (tmp_path / "shard-000000.tar").exists()
+
+
+def test_contact_sheet_reads_only_the_shards_it_shows(tmp_path, monkeypatch, cli):
+    from synthface.shards.card import _contact_sheet_png
+
+    out = make_dataset(tmp_path, shards=3, ids_per_shard=2)
+    dataset = json.loads((tmp_path / "dataset.json").read_text())
+    read = []
+    real = Output.read_bytes
+    monkeypatch.setattr(Output, "read_bytes", lambda self, name: (read.append(name), real(self, name))[1])
+    sheet = Image.open(io.BytesIO(_contact_sheet_png(out, dataset, rows=2, cols=8)))
+    assert read == ["shard-000000.tar"] and sheet.size[1] == 2 * 112  # ids 0 and 1, all in shard 0
+    # a damaged tar is one message
+    tar = tmp_path / "shard-000000.tar"
+    tar.write_bytes(tar.read_bytes()[:3000])
+    card = cli("card", tmp_path)
+    assert card.returncode == 2 and "shard-000000.tar: unreadable" in card.stderr and "Traceback" not in card.stderr

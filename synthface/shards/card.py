@@ -87,21 +87,28 @@ def _contact_sheet_png(output: Output, dataset: dict, rows: int = 8, cols: int =
     """First accepted crops of the first ``rows`` non-empty identities."""
     per_id: dict[int, list[Image.Image]] = {}
     for shard in dataset.get("shards", []):
-        if len(per_id) >= rows and all(len(v) >= cols for v in per_id.values()):
+        # all images of an identity are in one shard (its shard job), so once a whole
+        # shard has been read the identities found so far are complete
+        if len(per_id) >= rows:
             break
         if shard["num_samples"] == 0:
             continue
-        with tarfile.open(fileobj=io.BytesIO(output.read_bytes(shard["name"])), mode="r:") as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if ext != "jpg":
-                    continue
-                identity = int(key.split("_")[0])
-                if identity not in per_id and len(per_id) >= rows:
-                    continue
-                crops = per_id.setdefault(identity, [])
-                if len(crops) < cols:
-                    crops.append(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
+        try:
+            with tarfile.open(fileobj=io.BytesIO(output.read_bytes(shard["name"])), mode="r:") as tar:
+                for member in tar:
+                    key, _, ext = member.name.partition(".")
+                    if ext != "jpg":
+                        continue
+                    identity = int(key.split("_")[0])
+                    if identity not in per_id and len(per_id) >= rows:
+                        continue
+                    crops = per_id.setdefault(identity, [])
+                    if len(crops) < cols:
+                        crops.append(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            raise InputDataError(
+                f"{output.url_of(shard['name'])}: unreadable ({exc}); `synthface verify` lists what is damaged"
+            ) from None
     if not per_id:
         return None
     cell, label_w = 112, 70
