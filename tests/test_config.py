@@ -59,3 +59,15 @@ def test_cli_reports_config_error_without_traceback(cli):
     assert proc.returncode == 2
     assert "'nope': unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_yaml_syntax_errors_are_one_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("seed: 1\ngeneration: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_factory_config(path)
+    assert "not valid YAML" in str(info.value) and "line" in str(info.value)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_override("a=[1, 2")
+    assert "\n" not in str(info.value)
