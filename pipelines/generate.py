@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -54,9 +55,16 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
         return False
     env = {"env_vars": fsspec_env()} if fsspec_env() else None
     # inside `ray job submit` Ray sets RAY_ADDRESS: join that cluster
+    given = address
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        where = f"--ray-address {address}" if given else f"RAY_ADDRESS={address}"
+        if address != "auto":
+            _check_reachable(address, where)
+        try:
+            ray.init(address=address, runtime_env=env, log_to_driver=True)
+        except ConnectionError as exc:  # 'auto' with no cluster running here, or a cluster that went away
+            raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
     else:
         # Light on a laptop: no dashboard, only the CPUs we have.
         ray.init(
@@ -67,6 +75,17 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
             configure_logging=False,
         )
     return True
+
+
+def _check_reachable(address: str, where: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a host:port nobody listens on (ray.init would retry for minutes)."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not host:port; let Ray judge it
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"{where}: no Ray cluster answers at {host}:{port} ({exc.strerror or exc})") from None
 
 
 def _check_resources(cfg: FactoryConfig) -> None:

@@ -238,3 +238,10 @@ def test_cli_embedded_ray_generate_verify_card_and_user_errors(tiny_models, tmp_
     assert other.returncode == 2 and "--restart" in other.stderr and "Traceback" not in other.stderr
     missing = cli("generate", "--config", cfg_file, "--out", tmp_path / "x", "--bank", tmp_path / "none.parquet")
     assert missing.returncode == 2 and "none.parquet" in missing.stderr and "Traceback" not in missing.stderr
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nobody = cli("generate", "--config", cfg_file, "--out", tmp_path / "y", "--ray-address", f"127.0.0.1:{port}")
+    assert nobody.returncode == 2 and "no Ray cluster answers" in nobody.stderr and "Traceback" not in nobody.stderr
