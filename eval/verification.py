@@ -39,6 +39,18 @@ def _numpy_reconstruct():
 
 
 _RECONSTRUCT, _SCALAR = _numpy_reconstruct()
+
+
+def _latin1_bytes(text, encoding="utf-8"):
+    """``_codecs.encode`` as protocol <= 2 pickles of ``bytes`` use it: latin1 only.
+
+    Any other codec name would make the codec registry import and run a codec
+    module chosen by the file; a .bin never needs that.
+    """
+    if not isinstance(text, str) or encoding.replace("-", "").replace("_", "").lower() != "latin1":
+        raise UnsafePickleError(f"refusing to load: the pickle calls _codecs.encode with codec {encoding!r}")
+    return _codecs.encode(text, "latin1")
+
 # The only globals a .bin may reference: what numpy needs to rebuild a uint8
 # array (or a numpy bool in issame), under its numpy 1 and numpy 2 module
 # names. `_codecs.encode` is how Python 3 stores bytes in protocol <= 2 pickles.
@@ -49,7 +61,7 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy.core.multiarray", "scalar"): _SCALAR,
     ("numpy._core.multiarray", "scalar"): _SCALAR,
-    ("_codecs", "encode"): _codecs.encode,
+    ("_codecs", "encode"): _latin1_bytes,
 }
 
 
@@ -104,6 +116,8 @@ def load_bin(path: str | Path) -> PairSet:
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise InputDataError(f"{path}: expected a pickle of (bins, issame_list)")
     bins, issame = obj
+    if not all(isinstance(x, (list, tuple, np.ndarray)) for x in (bins, issame)):
+        raise InputDataError(f"{path}: expected a pickle of (bins, issame_list), got ({type(bins).__name__}, {type(issame).__name__})")
     issame = np.asarray(list(issame))
     if issame.ndim != 1 or issame.dtype != bool or len(issame) < 2:
         raise InputDataError(f"{path}: issame_list must hold at least 2 booleans")

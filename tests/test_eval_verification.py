@@ -103,6 +103,34 @@ def test_hostile_pickle_is_refused_without_running_code(tmp_path):
         load_bin(path)
 
 
+# Hand-written protocol-0/2 pickles: each would run code or call a function a .bin never needs.
+HOSTILE_PICKLES = {
+    "builtins.eval": b"cbuiltins\neval\n(S'__import__(\"os\").system(\"touch MARKER\")'\ntR.",
+    "numpy.load": b"cnumpy\nload\n(S'/etc/passwd'\ntR.",
+    "getattr on an allowed class": b"cbuiltins\ngetattr\n(cnumpy\nndarray\nS'__reduce__'\ntR.",
+    "a codec other than latin1": b"c_codecs\nencode\n(X\x03\x00\x00\x00abcX\x0a\x00\x00\x00zlib_codectR.",
+    "nested in the pairs": b"((lp0\ncos\nsystem\n(S'touch MARKER'\ntRa(I01\nlt.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_PICKLES))
+def test_crafted_hostile_pickles_are_refused(tmp_path, name):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "lfw.bin"
+    path.write_bytes(HOSTILE_PICKLES[name].replace(b"MARKER", str(marker).encode()))
+    with pytest.raises(UnsafePickleError, match="refusing to load"):
+        load_bin(path)
+    assert not marker.exists()
+
+
+def test_bytes_pickled_by_python3_protocol_2_still_load(tmp_path):
+    # protocol 2 stores bytes as _codecs.encode(text, "latin1"): the one call allowed.
+    path = tmp_path / "x.bin"
+    path.write_bytes(pickle.dumps(([e.tobytes() for e in _face_jpegs(4)], [True, True]), protocol=2))
+    assert b"_codecs" in path.read_bytes()
+    assert load_bin(path).images.shape == (4, 112, 112, 3)
+
+
 def test_malformed_bins_fail_with_clear_errors(tmp_path):
     path = tmp_path / "bad.bin"
     path.write_bytes(b"not a pickle")
@@ -110,6 +138,9 @@ def test_malformed_bins_fail_with_clear_errors(tmp_path):
         load_bin(path)
     path.write_bytes(pickle.dumps((_face_jpegs(3), [True, False])))
     with pytest.raises(InputDataError, match="3 images for 2 pairs"):
+        load_bin(path)
+    path.write_bytes(pickle.dumps((5, [True, False])))
+    with pytest.raises(InputDataError, match=r"\(bins, issame_list\), got \(int, list\)"):
         load_bin(path)
 
 
