@@ -53,6 +53,18 @@ def test_arcface_and_cosface_margins():
     assert _head_logits(combined, math.cos(theta))[0, 0].item() == pytest.approx(10 * (math.cos(theta + 0.2) - 0.1), rel=1e-5)
 
 
+def test_arcface_past_pi_minus_m_falls_back_to_an_additive_penalty():
+    # cos(theta + m) rises again once theta + m > pi; insightface then uses
+    # cos(theta) - sin(pi - m) * m, which keeps the target logit decreasing in theta.
+    arc = build_head(LossConfig(type="arcface"), num_classes=3, embedding_size=8)
+    m = 0.5
+    thetas = [2.5, math.pi - m - 1e-3, math.pi - m + 1e-3, 2.9, 3.1]
+    values = [_head_logits(arc, math.cos(t))[0, 0].item() / 64 for t in thetas]
+    assert values[0] == pytest.approx(math.cos(2.5 + m), abs=1e-5)
+    assert values[3] == pytest.approx(math.cos(2.9) - math.sin(math.pi - m) * m, abs=1e-5)
+    assert all(a > b for a, b in zip(values, values[1:]))  # no rise past pi - m (a small drop at the switch, as there)
+
+
 def test_adaface_margin_grows_with_feature_norm():
     head = AdaFaceHead(3, 8, scale=64, m=0.4, h=0.333).eval()
     head.batch_mean.fill_(10.0)
