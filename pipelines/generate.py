@@ -206,6 +206,9 @@ def generate(
         result.retries = outcome.retries
         result.workers_replaced = outcome.workers_replaced
 
+    # a worker killed while writing leaves a temp file; its job was redone elsewhere
+    # (the workers are gone now, so nothing is still writing one)
+    remove_interrupted_writes(output)
     committed = committed_shards(output)
     result.dataset = write_manifest(
         output, record, committed, len(jobs), result.failed, describe_models(cfg.models_dir)

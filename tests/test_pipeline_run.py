@@ -113,13 +113,14 @@ def test_worker_killed_mid_job_is_retried_without_loss_or_duplicates(baseline, t
     flag = tmp_path / "kill-next-worker"
     flag.touch()
     out = tmp_path / "ds"
-    result = generate(config(tiny_models, bank), str(out), stages_factory=support.KillOnce(str(flag)))
+    result = generate(config(tiny_models, bank), str(out), stages_factory=support.KillOnce(str(flag), str(out)))
     assert not flag.exists(), "no worker ran the job that should have died"
     # the dead worker's running job, and the one queued behind it, went to other workers
     assert result.ok and result.workers_replaced == 1 and 1 <= result.retries <= 2
     stats = [json.loads(p.read_text()) for p in sorted(out.glob("shard-*.json"))]
     assert sorted(s["attempt"] for s in stats)[-1] == 1
-    assert verify_dataset(str(out)).ok
+    report = verify_dataset(str(out))  # also: the dead worker's half-written temp file is gone
+    assert report.ok, report.problems
     assert keys_of(out) == keys_of(base_out)
     assert labels_of(out) == labels_of(base_out)
 

@@ -90,8 +90,8 @@ def build_real_stages(cfg):
 
 
 class _DyingGenerator:
-    def __init__(self, inner, flag: str):
-        self.inner, self.flag = inner, flag
+    def __init__(self, inner, flag: str, out: str | None):
+        self.inner, self.flag, self.out = inner, flag, out
 
     def generate(self, id_vectors, seeds):
         images = self.inner.generate(id_vectors, seeds)
@@ -99,6 +99,8 @@ class _DyingGenerator:
             os.remove(self.flag)  # only the first worker to get here dies
         except FileNotFoundError:
             return images
+        if self.out:  # as if it died half-way through writing a shard file
+            Path(self.out, "shard-000000.tar.tmp-0badf00d").write_bytes(b"half a tar")
         os._exit(1)  # the worker process dies mid-job, as if killed
 
     def describe(self):
@@ -107,13 +109,15 @@ class _DyingGenerator:
 
 @dataclass
 class KillOnce:
-    """Real stages; the first generate() call after ``flag`` appears kills the worker process."""
+    """Real stages; the first generate() call after ``flag`` appears kills the worker process
+    (leaving a half-written temp file in ``out`` when given)."""
 
     flag: str
+    out: str | None = None
 
     def __call__(self, cfg):
         stages = build_real_stages(cfg)
-        stages.generator = _DyingGenerator(stages.generator, self.flag)
+        stages.generator = _DyingGenerator(stages.generator, self.flag, self.out)
         return stages
 
 
