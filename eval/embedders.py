@@ -5,8 +5,9 @@ Two kinds of model are scored: our training runs (a run folder, or a
 recognizers run with onnxruntime. ONNX recognizers differ in where the input
 normalisation lives: some expect ``(x - 127.5) / 127.5``, others (like the
 MobileFaceNet in the shared assets) take 0..255 and normalise inside the
-graph. ``auto`` decides the way insightface's model zoo does: if the graph
-starts with a Sub/Mul/Div on the input, the input is raw pixels.
+graph. ``auto`` looks at the graph (a heuristic in the spirit of insightface's
+model zoo, which looks for Sub and Mul among the first nodes): if the first op
+on the input is a Sub/Mul/Div/Add, the input is raw pixels.
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ def onnx_input_is_raw(path: str | Path) -> bool | None:
         import onnx
     except ImportError:
         return None
-    graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # protobuf DecodeError and friends: not an ONNX file
+        raise InputDataError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     initializers = {i.name for i in graph.initializer}
     inputs = [i.name for i in graph.input if i.name not in initializers]
     first = next((n for n in graph.node if inputs and inputs[0] in n.input), None)
@@ -92,7 +96,10 @@ class OnnxEmbedder:
             input_mode = "raw" if raw else "normalized"
         self.input_mode = input_mode
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(str(path), providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
+            raise InputDataError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         shape = inp.shape

@@ -170,3 +170,13 @@ def test_benchmark_cli_errors_are_one_line(tmp_path, cli):
     shutil.copy(__file__, tmp_path / "bins" / "lfw.bin")
     proc = cli("benchmark", "--model", tmp_path / "missing.onnx", "--bins", tmp_path / "bins", "--out", tmp_path / "r")
     assert proc.returncode == 2 and "ONNX model not found" in proc.stderr
+
+
+@pytest.mark.parametrize("onnx_input", ["auto", "raw"])
+def test_a_corrupt_onnx_model_is_one_clear_error(tmp_path, onnx_input):
+    from eval.embedders import load_embedder
+
+    path = tmp_path / "recognizer.onnx"
+    path.write_bytes(b"this is not a protobuf")
+    with pytest.raises(InputDataError, match="recognizer.onnx"):
+        load_embedder(path, onnx_input=onnx_input)
