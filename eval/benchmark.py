@@ -30,6 +30,10 @@ def run_benchmark(model: str, bins_dir: str | Path, out_dir: str | Path, cfg: Ve
     t0 = time.perf_counter()
     bins = find_bins(bins_dir)
     embed = load_embedder(model, onnx_input=cfg.onnx_input)
+    try:  # before scoring (minutes on a CPU), not after
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputDataError(f"--out {out_dir}: cannot create the report folder ({exc.strerror or exc})") from None
     echo(f"scoring {embed.description} on {len(bins)} file(s) in {bins_dir}")
     results = []
     for path in bins:
@@ -43,6 +47,9 @@ def run_benchmark(model: str, bins_dir: str | Path, out_dir: str | Path, cfg: Ve
         )
         results.append(result)
     report = build_report(str(model), embed.description, results, cfg.model_dump(), time.perf_counter() - t0)
-    json_path, md_path = write_report(report, out_dir)
+    try:
+        json_path, md_path = write_report(report, out_dir)
+    except OSError as exc:
+        raise InputDataError(f"--out {out_dir}: cannot write the report ({exc.strerror or exc})") from None
     echo(f"report: {md_path} and {json_path}")
     return report

@@ -172,6 +172,28 @@ def test_benchmark_cli_errors_are_one_line(tmp_path, cli):
     assert proc.returncode == 2 and "ONNX model not found" in proc.stderr
 
 
+def test_benchmark_refuses_an_unwritable_out_before_scoring(tmp_path, monkeypatch):
+    from eval.benchmark import run_benchmark
+    from eval.config import VerifyConfig
+
+    (tmp_path / "bins").mkdir()
+    (tmp_path / "bins" / "lfw.bin").write_bytes(pickle.dumps((_face_jpegs(4), [True, False])))
+    (tmp_path / "a_file").write_text("")
+    scored = []
+
+    class Embed:  # stands in for load_embedder's result; records any scoring
+        description = "stand-in"
+
+        def __call__(self, batch):
+            scored.append(len(batch))
+            return np.ones((len(batch), 4))
+
+    monkeypatch.setattr("eval.benchmark.load_embedder", lambda model, onnx_input: Embed())
+    with pytest.raises(InputDataError, match="cannot create the report folder"):
+        run_benchmark("m.onnx", tmp_path / "bins", tmp_path / "a_file" / "report", VerifyConfig(), echo=lambda s: None)
+    assert scored == []  # refused before any image was embedded
+
+
 @pytest.mark.parametrize("onnx_input", ["auto", "raw"])
 def test_a_corrupt_onnx_model_is_one_clear_error(tmp_path, onnx_input):
     from eval.embedders import load_embedder
