@@ -81,31 +81,35 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+def format_validation_error(exc: ValidationError, source: str = "config", overridden: set[str] | None = None) -> str:
+    """One line per problem, each naming its key and where it came from
+    (``--set`` when an override set that key, else ``source``)."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        origin = "--set" if key in (overridden or set()) else source
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         got = err.get("input")
         shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{source}: '{key}': {msg}{shown}")
+        lines.append(f"{origin}: '{key}': {msg}{shown}")
     return "\n".join(lines)
 
 
-def validate(model_cls: type[M], data: dict[str, Any], source: str = "config") -> M:
+def validate(model_cls: type[M], data: dict[str, Any], source: str = "config", overridden: set[str] | None = None) -> M:
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, overridden)) from None
 
 
 def load_config(model_cls: type[M], path: str | Path | None = None, overrides: list[str] | None = None) -> M:
     """Load ``path`` (optional), apply ``overrides``, validate into ``model_cls``."""
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides)
-    return validate(model_cls, data, source=str(path) if path is not None else "config")
+    overridden = {".".join(parse_override(text)[0]) for text in overrides or []}
+    return validate(model_cls, data, source=str(path) if path is not None else "config", overridden=overridden)
 
 
 def config_hash(model: BaseModel) -> str:

@@ -71,3 +71,13 @@ def test_yaml_syntax_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         parse_override("a=[1, 2")
     assert "\n" not in str(info.value)
+
+
+def test_errors_say_whether_the_key_came_from_the_file_or_set(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: -1\n")
+    with pytest.raises(ConfigError) as info:
+        load_factory_config(path, ["run.bogus=1"])
+    text = str(info.value)
+    assert f"{path}: 'seed'" in text
+    assert "--set: 'run.bogus': unknown key" in text
