@@ -159,8 +159,8 @@ def run_shard_job(
                 "reason": reason,
                 "sim_target": _f(decision.sim_target),
                 "sim_centre": _f(decision.sim_centre),
-                "det_score": _f(getattr(result, "det_score", None)),
-                "num_faces": int(getattr(result, "num_faces", 0) or 0),
+                "det_score": _f(result.det_score),
+                "num_faces": int(result.num_faces),
                 "class_kept": class_reason is None,
                 "class_reason": class_reason or class_flags.get(i),
             }

@@ -318,7 +318,7 @@ class GenerationBenchmark:
             generator = load_generator(models_dir, cfg, self.device, self.torch_dtype(cfg.dtype))
             _sync(self.device)
             row.load_s = time.perf_counter() - start
-            row.perf = dict(getattr(generator, "perf", None).as_dict()) if getattr(generator, "perf", None) is not None else {}
+            row.perf = dict(generator.perf.as_dict())
             vectors = identity_vectors(batch_size, self.opts.seed + 1)
             n_calls = max(1, math.ceil(self.opts.images / batch_size))
 

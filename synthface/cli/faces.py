@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from synthface.cli.bench import bench_app
+from synthface.cli.bench import bench_app, load_average
 
 PHOTO_DET_SIZE = 640  # ordinary photos: faces can be small, so detect at the usual insightface size
 
@@ -271,7 +271,7 @@ def bench_faces(
             c = faces_cfg.model_validate({**faces_cfg.model_dump(), "det_size": size, "device": device})
             rows.append(time_analyzer(FaceAnalyzer.from_config(models_dir, c), images, reference, f"{device} {size}px", repeat))
     baseline = {r.device: r for r in rows if r.det_size == PHOTO_DET_SIZE}
-    table = Table(title=f"face analysis on {len(images)} generated-like 512-px faces ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})",
+    table = Table(title=f"face analysis on {len(images)} generated-like 512-px faces ({os.cpu_count()} CPUs, load {load_average():.1f})",
                   title_justify="left")
     for col in ("device, det size", "faces found", "images/s", "ms/image", "detect s", "align s", "embed s", "landmark err", "speed vs 640"):
         table.add_column(col, justify="left" if col.startswith("device") else "right")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from synthface.cli.bench import bench_app
+from synthface.cli.bench import bench_app, load_average
 
 models_app = typer.Typer(help="The local model folder: download, check, tiny test folder.", no_args_is_help=True)
 
@@ -295,7 +295,7 @@ def bench_sample(
     typer.echo(f"{'batch':>5} {'images':>6} {'wall s/image':>12} {'cpu s/image':>11} {'speed-up vs batch ' + str(rows[0][0]):>22}")
     for b, n, per, cpu in rows:
         typer.echo(f"{b:>5} {n:>6} {per:>12.4f} {cpu:>11.4f} {base / per:>22.2f}x")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     typer.echo(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
     if tmp is not None:
         tmp.cleanup()

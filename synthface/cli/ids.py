@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from synthface.cli.bench import bench_app
+from synthface.cli.bench import bench_app, load_average
 
 ids_app = typer.Typer(
     help="Identity bank: novel identity vectors on the ArcFace hypersphere.", no_args_is_help=True
@@ -151,7 +151,7 @@ def bench_ids(
     if not ns or min(ns) < 2:
         raise ConfigError("--sizes: give at least one size, each >= 2")
     base = load_factory_config(config, overrides)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     console.print(f"cpu cores {os.cpu_count()}, load average at start {load:.2f}")
     # warm-up outside the timings: imports (torch, scipy) and first-call kernel set-up
     sample_bank(base.identity.model_copy(update={"num_identities": 64, "sampler": "packed"}), base.seed)
@@ -190,5 +190,5 @@ def bench_ids(
     # Piped to a file (how benchmark results are kept) rich would squeeze the
     # table into 80 columns and cut the figures to "0.19…".
     (console if console.is_terminal else Console(width=200)).print(table)
-    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_end = load_average()
     console.print(f"load average at end {load_end:.2f} (other work on the machine slows every timing)")

@@ -198,7 +198,7 @@ class Arc2FaceGenerator:
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
             "batch_size": self.cfg.batch_size,
-            "perf": self.perf.as_dict() if hasattr(self.perf, "as_dict") else None,
+            "perf": self.perf.as_dict(),
         }
 
     # --------------------------------------------------------------- sampling
