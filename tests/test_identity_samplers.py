@@ -8,7 +8,7 @@ import torch
 
 from synthface.errors import ConfigError
 from synthface.identity.config import GallerySamplerConfig, PackedConfig
-from synthface.identity.neighbours import max_similarity_to, nearest_neighbour, top_k_neighbours
+from synthface.neighbours import max_similarity_to, nearest_neighbour, top_k_neighbours
 from synthface.identity.packing import pack
 from synthface.identity.samplers import auto_concentration, gallery_vectors, redraw_uniform, uniform_vectors
 

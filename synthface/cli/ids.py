@@ -130,19 +130,25 @@ def bench_ids(
     sizes: str = typer.Option("1000,10000,100000", "--sizes", help="Comma-separated bank sizes N."),
     config: Path = typer.Option(None, "--config", "-c", help="Factory config YAML (the `identity:` section is used)."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set identity.packed.steps=50."),
+    queries: int = typer.Option(20_000, "--queries", min=1, help="Random rows whose exact nearest neighbour (against all N) measures separation."),
+    optimise_up_to: int = typer.Option(
+        100_000, "--optimise-up-to", min=0,
+        help="Largest N for the optimised packed sampler (its neighbour passes cost N^2: hours at 1M on a CPU).",
+    ),
 ) -> None:
-    """Uniform vs packed identity banks: time and nearest-neighbour cosine for each N.
+    """Uniform vs packed identity banks: time, peak memory and exact separation for each N.
 
-    Each time is a whole `ids sample` run minus the file write: drawing, packing
-    (packed only) and the screen pass that measures every nearest neighbour.
+    Rows: `uniform` (the baseline: the draw alone), `packed-optimised`
+    (packed.start uniform: a whole `ids sample` minus the file write) and
+    `packed-code` (packed.start code, same). Each runs in a fresh process.
+    Separation: the exact nearest neighbour of the same random queries against
+    all N, for every sampler; gains are uniform's figure minus the sampler's.
     """
     import os
-    import time
 
+    from synthface.bench.ids import SAMPLERS, Job, run_in_child
     from synthface.errors import ConfigError
     from synthface.factory_config import load_factory_config
-    from synthface.identity.bank import sample_bank
-    from synthface.identity.stats import bank_stats
 
     try:
         ns = [int(s) for s in sizes.split(",") if s.strip()]
@@ -151,44 +157,49 @@ def bench_ids(
     if not ns or min(ns) < 2:
         raise ConfigError("--sizes: give at least one size, each >= 2")
     base = load_factory_config(config, overrides)
-    load = load_average()
-    console.print(f"cpu cores {os.cpu_count()}, load average at start {load:.2f}")
-    # warm-up outside the timings: imports (torch, scipy) and first-call kernel set-up
-    sample_bank(base.identity.model_copy(update={"num_identities": 64, "sampler": "packed"}), base.seed)
+    out = console if console.is_terminal else Console(width=220)
+    out.print(f"cpu cores {os.cpu_count()}, load average at start {load_average():.2f}", highlight=False)
     rows = []
     for n in ns:
-        row = {"n": n}
-        for sampler in ("uniform", "packed"):
-            cfg = base.identity.model_copy(update={"num_identities": n, "sampler": sampler})
-            t0 = time.perf_counter()
-            bank, report = _sample_with_progress(cfg, base.seed)
-            elapsed = time.perf_counter() - t0
-            nn = bank_stats(bank)["nn_cosine"]
-            row[sampler] = {"s": elapsed, "max": nn["max"], "mean": nn["mean"], "device": report.device}
-            console.print(
-                f"N={n:,} {sampler:>7}: {elapsed:7.1f}s  max NN {nn['max']:.4f}  mean NN {nn['mean']:.4f}  "
-                f"({', '.join(f'{k} {v:.1f}s' for k, v in report.seconds.items())}) on {report.device}"
+        for label, (sampler, start) in SAMPLERS.items():
+            if label == "packed-optimised" and n > optimise_up_to:
+                out.print(f"N={n:,} {label}: skipped (above --optimise-up-to {optimise_up_to:,})", highlight=False)
+                continue
+            identity = base.identity.model_copy(update={"num_identities": n, "sampler": sampler})
+            identity = identity.model_copy(update={"packed": identity.packed.model_copy(update={"start": start})})
+            job = Job(n, label, identity.model_dump(mode="json"), base.seed, queries, draw_only=label == "uniform")
+            r = run_in_child(job)
+            r["load"] = load_average()
+            rows.append(r)
+            stages = ", ".join(f"{k} {v:.1f}s" for k, v in r["stages"].items())
+            out.print(
+                f"N={n:,} {label}: {r['seconds']:.1f}s (cpu {r['cpu_seconds']:.1f}s; {stages}), peak {r['peak_gib']:.2f} GiB; "
+                f"exact NN of {r['queries']:,} queries in {r['measure_seconds']:.1f}s: max {r['max']:.4f}, "
+                f"p99.9 {r['p999']:.4f}, mean {r['mean']:.4f}; load {r['load']:.1f}",
+                highlight=False,
             )
-        rows.append(row)
 
-    table = Table(title="identity samplers: uniform (baseline) vs packed, nearest-neighbour cosine")
-    for col in ("N", "uniform s", "uniform max", "uniform mean", "packed s", "packed max", "packed mean",
-                "max gain", "packed/uniform time", "packed time ~ N^p"):
+    table = Table(title="identity samplers vs uniform (baseline): time, peak memory, exact nearest-neighbour cosine of random queries")
+    for col in ("N", "sampler", "time s", "cpu s", "peak GiB", "queries", "max NN", "p99.9 NN", "mean NN",
+                "max gain", "p99.9 gain", "time ~ N^p"):
         table.add_column(col, justify="right")
-    prev = None
-    for row in rows:
-        u, p = row["uniform"], row["packed"]
+    uniform = {r["n"]: r for r in rows if r["label"] == "uniform"}
+    previous: dict[str, dict] = {}
+    for r in rows:
+        u = uniform.get(r["n"])
         growth = "-"
-        if prev is not None and row["n"] != prev["n"]:
-            growth = f"p = {math.log(p['s'] / prev['packed']['s']) / math.log(row['n'] / prev['n']):.2f}"
+        prev = previous.get(r["label"])
+        if prev is not None and prev["n"] != r["n"]:
+            growth = f"p = {math.log(r['seconds'] / prev['seconds']) / math.log(r['n'] / prev['n']):.2f}"
+        previous[r["label"]] = r
         table.add_row(
-            f"{row['n']:,}", f"{u['s']:.1f}", f"{u['max']:.4f}", f"{u['mean']:.4f}",
-            f"{p['s']:.1f}", f"{p['max']:.4f}", f"{p['mean']:.4f}",
-            f"{u['max'] - p['max']:+.4f}", f"{p['s'] / u['s']:.1f}x", growth,
+            f"{r['n']:,}", r["label"], f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}", f"{r['peak_gib']:.2f}",
+            f"{r['queries']:,}", f"{r['max']:.4f}", f"{r['p999']:.4f}", f"{r['mean']:.4f}",
+            "-" if u is None or u is r else f"{u['max'] - r['max']:+.4f}",
+            "-" if u is None or u is r else f"{u['p999'] - r['p999']:+.4f}",
+            growth,
         )
-        prev = row
     # Piped to a file (how benchmark results are kept) rich would squeeze the
     # table into 80 columns and cut the figures to "0.19…".
-    (console if console.is_terminal else Console(width=200)).print(table)
-    load_end = load_average()
-    console.print(f"load average at end {load_end:.2f} (other work on the machine slows every timing)")
+    out.print(table)
+    out.print(f"load average at end {load_average():.2f} (other work on the machine slows every timing)", highlight=False)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from synthface.errors import InputDataError
+from synthface.errors import ConfigError, InputDataError
 from synthface.identity.config import EMBEDDING_DIM, IdentityConfig
 
 BANK_FORMAT = "synthface.identity_bank/1"
@@ -72,7 +72,7 @@ def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None
 
     from synthface.identity import samplers
     from synthface.identity.gallery import load_gallery
-    from synthface.identity.neighbours import resolve_device
+    from synthface.neighbours import resolve_device
     from synthface.identity.packing import pack
     from synthface.identity.screens import screen
 
@@ -88,13 +88,29 @@ def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None
     packing_report = None
     if progress:
         progress("drawing", 0, 1)
+    use_code = cfg.sampler == "packed" and cfg.packed.start == "code"
+    code = messages = None
+    next_message = n  # code banks: redraws take codewords after the first N, in order
     if cfg.sampler == "gallery":
         draws = samplers.gallery_vectors(seed, np.arange(n), gallery, cfg.gallery_sampler)
         vectors, anchors, band_redraws = draws.vectors, draws.anchors, draws.redraws
+    elif use_code:
+        from synthface.identity import codes
+
+        family = codes.family_for(n)
+        limit = cfg.screen.max_pair_similarity
+        if limit is not None and limit < family.max_cosine:
+            raise ConfigError(
+                f"identity.screen.max_pair_similarity={limit} is below the {family.max_cosine:g} that "
+                f"identity.packed.start 'code' guarantees at N={n:,} ({family.name} code); raise it or use start 'uniform'"
+            )
+        code = codes.seeded_code(seed, family)
+        messages = np.arange(n, dtype=np.int64)
+        vectors = codes.code_vectors(code, messages)
     else:
         vectors = samplers.uniform_vectors(seed, n)
     seconds["draw"] = time.perf_counter() - t0
-    if cfg.sampler == "packed":
+    if cfg.sampler == "packed" and not use_code:
         t0 = time.perf_counter()
         vectors, rep = pack(vectors, cfg.packed, gallery=gallery, device=device, progress=progress)
         packing_report = rep.__dict__
@@ -109,6 +125,18 @@ def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None
             anchors[ids] = d.anchors
             band_redraws += d.redraws
             return d.vectors
+        if use_code:
+            # fresh, unused codewords keep the separation guarantee
+            nonlocal next_message
+            if next_message + len(ids) > code.family.capacity:
+                raise ConfigError(
+                    f"identity.screen: the {code.family.name} code ran out of spare codewords for redraws "
+                    f"({code.family.capacity:,}); loosen identity.screen.max_gallery_similarity"
+                )
+            messages[ids] = np.arange(next_message, next_message + len(ids))
+            fresh = codes.code_vectors(code, messages[ids])
+            next_message += len(ids)
+            return fresh
         # a packed bank's rejects get fresh uniform vectors (re-packing would move everyone)
         return samplers.redraw_uniform(seed, ids, screen_round)
 
@@ -123,8 +151,13 @@ def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None
         similarity_gallery=gallery,
         device=device,
         block_size=cfg.packed.block_size,
+        nearest=not use_code,
     )
     seconds["screen"] = time.perf_counter() - t0
+    if use_code:
+        t0 = time.perf_counter()
+        screened.nn_cosine, screened.nn_id = _code_neighbours(screened.embeddings, code, messages, device)
+        seconds["neighbours"] = time.perf_counter() - t0
 
     resampled = np.zeros(n, dtype=bool)
     resampled[screened.report.resampled_ids] = True
@@ -149,6 +182,8 @@ def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None
         "device": device.type,
         "synthface_version": _version(),
     }
+    if use_code:
+        metadata["code"] = {"family": code.family.name, "max_cosine": code.family.max_cosine, "messages_used": next_message}
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode("utf-8")})
     bank = IdentityBank(np.arange(n, dtype=np.int64), screened.embeddings, table, metadata)
     report = SampleReport(
@@ -161,6 +196,25 @@ def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None
         band_redraws=band_redraws,
     )
     return bank, report
+
+
+def _code_neighbours(x: np.ndarray, code, messages: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
+    """Exact nearest neighbours of a code bank: a codeword at the family's largest
+    cosine is found from the code's structure (``codes.nearest_by_bound``); the
+    rows without one (small banks, some redrawn rows) get a full exact search."""
+    from synthface.identity.codes import nearest_by_bound
+    from synthface.neighbours import search
+
+    nn_id = nearest_by_bound(code, messages)
+    rest = np.flatnonzero(nn_id < 0)
+    if len(x) > 1 and len(rest):
+        nn_id[rest] = search(x[rest], 1, base=x, query_ids=rest, device=device).ids[:, 0]
+    nn_cos = np.full(len(x), np.nan, dtype=np.float32)
+    if len(x) > 1:
+        for s in range(0, len(x), 65_536):
+            rows = slice(s, s + 65_536)
+            nn_cos[rows] = np.einsum("ij,ij->i", x[rows], x[nn_id[rows]])
+    return nn_cos, nn_id
 
 
 def _version() -> str:

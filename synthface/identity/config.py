@@ -50,6 +50,14 @@ class PackedConfig(StrictModel):
     """HyperFace-style packing: push identities apart (maximise the minimum
     pairwise angle), optionally pulled towards a gallery of real embeddings."""
 
+    start: Literal["uniform", "code"] = Field(
+        "uniform",
+        description="uniform = uniform start, then the optimisation below (N^2 neighbour passes); "
+        "code = an algebraic spherical code (BCH dual / Gold), separated by construction "
+        "(max cosine 1/16 up to 131,072 identities, 1/8 up to 67M) in O(N), no optimisation: "
+        "the choice for very large banks. Not with gallery_weight > 0.",
+    )
+
     rounds: int = Field(
         1, ge=1, le=50, description="Neighbour-list rebuilds; each is one exact all-pairs pass (the cost that grows as N^2)."
     )
@@ -145,4 +153,9 @@ class IdentityConfig(StrictModel):
                 raise ValueError("sampler 'gallery' needs identity.gallery (a .npy or .parquet of embeddings)")
             if self.sampler == "packed" and self.packed.gallery_weight > 0:
                 raise ValueError("packed.gallery_weight > 0 needs identity.gallery (a .npy or .parquet of embeddings)")
+        if self.sampler == "packed" and self.packed.start == "code" and self.packed.gallery_weight > 0:
+            raise ValueError(
+                "packed.start 'code' places identities by construction and cannot follow packed.gallery_weight; "
+                "use packed.start 'uniform' for the gallery pull"
+            )
         return self

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from synthface.identity.config import PackedConfig
-from synthface.identity.neighbours import as_tensor, max_similarity_to, pair_cosines, top_k_neighbours
+from synthface.neighbours import as_tensor, max_similarity_to, pair_cosines, top_k_neighbours
 
 Progress = Callable[[str, int, int], None]
 

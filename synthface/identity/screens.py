@@ -22,7 +22,7 @@ import torch
 
 from synthface.errors import ConfigError
 from synthface.identity.config import ScreenConfig
-from synthface.identity.neighbours import max_similarity_to, top_k_neighbours
+from synthface.neighbours import max_similarity_to, top_k_neighbours
 
 # redraw(ids, screen_round) -> float32[len(ids), d]
 Redraw = Callable[[np.ndarray, int], np.ndarray]
@@ -73,21 +73,25 @@ def screen(
     similarity_gallery: np.ndarray | None = None,
     device: torch.device | None = None,
     block_size: int = 4096,
+    nearest: bool = True,
 ) -> ScreenedBank:
     """Screen (and repair) ``embeddings``; returns them with their neighbour statistics.
 
     ``similarity_gallery`` is what ``gallery_cosine`` is measured against (the
     novelty gallery when given, else the sampler's gallery, else none).
+    ``nearest=False``: the caller guarantees the separation and finds the
+    nearest neighbours itself (a code bank, ``codes.py``), so only the novelty
+    screen runs and ``nn_cosine`` / ``nn_id`` come back NaN / -1.
     """
     device = device or torch.device("cpu")
     x = torch.from_numpy(np.array(embeddings, dtype=np.float32, copy=True)).to(device)  # never edit the caller's array
     n = x.shape[0]
     report = ScreenReport()
     resampled = np.zeros(n, dtype=bool)
-    check_pairs = cfg.max_pair_similarity is not None and n > 1
+    check_pairs = cfg.max_pair_similarity is not None and n > 1 and nearest
     check_novelty = novelty_gallery is not None
 
-    if n > 1:
+    if n > 1 and nearest:
         sims, idx = top_k_neighbours(x, 1, block_size=block_size, device=device)
         nn_sim, nn_idx = sims[:, 0].clone(), idx[:, 0].clone()
     else:
@@ -124,7 +128,7 @@ def screen(
         x[rej_t] = torch.from_numpy(fresh).to(device)
         if gal is not None:
             gal_sim[rejected], _ = max_similarity_to(fresh, gal, block_size=block_size, device=device)
-        if n > 1:
+        if n > 1 and nearest:
             nn_sim, nn_idx = _update_neighbours(x, nn_sim, nn_idx, rej_t, block_size)
 
     report.resampled_ids = np.nonzero(resampled)[0]
