@@ -19,18 +19,21 @@ import json
 import posixpath
 import random
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
 import cv2
 import fsspec
 import numpy as np
+import simplejpeg
 import torch
 import webdataset as wds
 from webdataset.shardlists import expand_urls
-from webdataset.tariterators import group_by_keys, tar_file_expander
+from webdataset.tariterators import group_by_keys
 
 from eval.backbones import INPUT_SIZE
+from eval.tarstream import fast_tar_expander
 from synthface.errors import InputDataError
 
 
@@ -92,13 +95,26 @@ def _open_shards(src):
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """JPEG/PNG bytes -> uint8 RGB 112x112x3 (resized if stored at another size)."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    """JPEG/PNG bytes -> uint8 RGB 112x112x3 (resized if stored at another size).
+
+    JPEGs go through simplejpeg (libjpeg-turbo straight to RGB: the same
+    pixels as OpenCV's decode + BGR->RGB, one pass less; docs/benchmark.md);
+    anything else (PNG, a JPEG simplejpeg refuses) through OpenCV.
+    """
+    image = None
+    if data[:2] == b"\xff\xd8":
+        try:
+            image = simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except ValueError:
+            image = None
     if image is None:
-        raise ValueError("undecodable image")
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError("undecodable image")
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     if image.shape[:2] != (INPUT_SIZE, INPUT_SIZE):
         image = cv2.resize(image, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 class Augment:
@@ -111,7 +127,7 @@ class Augment:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         cfg, rng = self.cfg, self.rng
         if cfg.flip and rng.random() < 0.5:
-            image = image[:, ::-1]
+            image = cv2.flip(image, 1)  # = image[:, ::-1], already contiguous
         if cfg.color_jitter > 0 or cfg.grayscale_prob > 0:
             x = image.astype(np.float32)
             j = cfg.color_jitter
@@ -181,7 +197,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             self._shard_order,  # a callable source: called once per iteration
             split_shards,
             _open_shards,
-            tar_file_expander,
+            partial(fast_tar_expander, suffixes=("jpg", "cls")),
             group_by_keys,
             split_samples,
         ]

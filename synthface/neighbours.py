@@ -245,7 +245,7 @@ class ApproxIndex:
 
     def range_search(self, queries: np.ndarray, threshold: float):
         lims, sims, ids = self.index.range_search(np.ascontiguousarray(queries, dtype=np.float32), float(threshold))
-        return lims, sims.astype(np.float32), ids.astype(np.int64)
+        return lims.astype(np.int64), sims.astype(np.float32), ids.astype(np.int64)
 
 
 def _faiss():
