@@ -139,3 +139,20 @@ def test_unwritable_histogram_path_is_a_clear_error(tmp_path):
     with pytest.raises(InputDataError, match="cannot write the histogram"):
         plot_histograms(bank, tmp_path / "a-file" / "hist.png")
     assert plot_histograms(bank, tmp_path / "sub" / "hist.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_streaming_readers_match_the_full_reader(tmp_path):
+    from synthface.identity.bank import iter_bank, read_bank_summary
+
+    cfg = IdentityConfig(num_identities=700, sampler="packed", packed={"start": "code"})
+    bank, _ = sample_bank(cfg, 2)
+    path = write_bank(bank, tmp_path / "bank.parquet")
+    full = read_bank(path)
+    chunks = list(iter_bank(path, batch_rows=256))
+    assert [len(c) for c in chunks] == [256, 256, 188]
+    assert np.array_equal(np.concatenate([c.embeddings for c in chunks]), full.embeddings)
+    assert np.array_equal(np.concatenate([c.ids for c in chunks]), np.arange(700))
+    summary = read_bank_summary(path)
+    assert summary.embeddings is None and "embedding" not in summary.table.column_names  # never read
+    assert bank_stats(summary) == bank_stats(full)
+    assert summary.metadata["code"]["family"] == "gold"

@@ -42,9 +42,12 @@ def test_cli_errors_are_one_line_and_exit_2(cli, tmp_path):
 def test_bench_ids_prints_the_table(cli):
     proc = cli("bench", "ids", "--sizes", "200,400", "--set", "identity.packed.steps=10")
     assert proc.returncode == 0, proc.stderr
-    assert "uniform (baseline) vs packed" in proc.stdout
-    assert "N^p" in proc.stdout
+    assert "vs uniform (baseline)" in proc.stdout
+    assert "N^p" in proc.stdout and "peak GiB" in proc.stdout
     assert "p = " in proc.stdout
     # piped output keeps every figure whole (no rich ellipsis)
-    row = next(line for line in proc.stdout.splitlines() if line.strip("│ ").startswith("400 "))
-    assert "…" not in row and len(row.split("│")) == 12, row
+    rows = [line for line in proc.stdout.splitlines() if line.strip("│ ").startswith("400 ")]
+    assert [r.split("│")[2].strip() for r in rows] == ["uniform", "packed-optimised", "packed-code"]
+    assert all("…" not in r and len(r.split("│")) == 14 for r in rows), rows
+    # the code bank's exact separation is its guaranteed bound (1/16 for the Gold code)
+    assert rows[2].split("│")[7].strip() == "0.0625"
