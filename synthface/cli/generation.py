@@ -23,6 +23,8 @@ def models_download(
     lcm_lora: bool = typer.Option(False, "--lcm-lora", help="Also fetch the optional LCM-LoRA (few-step mode)."),
     revision: str = typer.Option(None, "--revision", help="Pin the FoivosPar/Arc2Face revision (branch, tag, commit)."),
     detector_repo: str = typer.Option(None, "--detector-repo", help="Hub repo holding scrfd_10g_bnkps.onnx (antelopev2 mirror)."),
+    controlnet: bool = typer.Option(False, "--controlnet", help="Also fetch Arc2Face's pose ControlNet (generation.pose)."),
+    exp_adapter: bool = typer.Option(False, "--exp-adapter", help="Also fetch Arc2Face's expression adapter (generation.expression)."),
 ) -> None:
     """Download Arc2Face, the SD 1.5 parts and the face models from the Hugging Face hub."""
     from synthface.models.hub import download
@@ -30,7 +32,10 @@ def models_download(
     def show(f) -> None:
         typer.echo(f"fetching {f.path}  <- {f.repo}:{f.repo_path}")
 
-    download(to, include_lcm_lora=lcm_lora, revision=revision, detector_repo=detector_repo, progress=show)
+    download(
+        to, include_lcm_lora=lcm_lora, revision=revision, detector_repo=detector_repo, progress=show,
+        include_controlnet=controlnet, include_exp_adapter=exp_adapter,
+    )
     typer.echo(f"model folder ready: {to} (check it with `synthface models check {to}`)")
 
 
@@ -76,8 +81,11 @@ def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> No
             f"(or `synthface models init-tiny DIR` for a tiny test folder)"
         )
         raise typer.Exit(1)
-    lcm = next(s for s in report.files if not s.file.required)
-    extra = "" if lcm.present else f"; LCM-LoRA absent (optional: `synthface models download --to {folder} --lcm-lora`)"
+    absent = sorted({s.file.extra for s in report.files if s.file.extra and not s.present})
+    names = {"lcm-lora": "LCM-LoRA", "controlnet": "pose ControlNet", "exp-adapter": "expression adapter"}
+    extra = "".join(
+        f"; {names.get(e, e)} absent (optional: `synthface models download --to {folder} --{e}`)" for e in absent
+    )
     typer.echo(f"all required model files present{extra}")
 
 
@@ -85,6 +93,8 @@ def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> No
 def models_init_tiny(
     folder: Path = typer.Argument(..., help="Folder to write (must be empty, absent, or an earlier tiny folder)."),
     lcm_lora: bool = typer.Option(False, "--lcm-lora", help="Also write a tiny random LCM-LoRA."),
+    controlnet: bool = typer.Option(False, "--controlnet", help="Also write a tiny random pose ControlNet."),
+    exp_adapter: bool = typer.Option(False, "--exp-adapter", help="Also write a tiny random expression adapter."),
 ) -> None:
     """Write a tiny random-weight model folder (same classes, layout and file formats as the real one)."""
     from synthface.errors import RunStateError
@@ -102,7 +112,7 @@ def models_init_tiny(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunStateError(f"cannot create the model folder {folder}: {exc.strerror or exc}") from None
-    init_tiny(folder, with_lcm_lora=lcm_lora)
+    init_tiny(folder, with_lcm_lora=lcm_lora, with_controlnet=controlnet, with_exp_adapter=exp_adapter)
     typer.echo(f"tiny random-weight model folder written: {folder}")
 
 
