@@ -45,7 +45,7 @@ class Filter(Protocol):
 
 SAMPLE_GENERATOR_KEYS = (
     "model", "models_origin", "scheduler", "steps", "guidance", "guidance_fraction", "guided_steps",
-    "lcm_lora", "height", "width", "dtype",
+    "lcm_lora", "height", "width", "dtype", "expression", "pose",
 )
 
 # (embedding, run_seed, identity_id, image_index) -> jittered embedding
@@ -60,6 +60,8 @@ class Stages:
     analyzer: Analyzer
     id_filter: Filter
     jitter: Jitter | None = None
+    # per-candidate expression / pose controls (synthface.generation.controls.ControlSampler); None = off
+    controls: Any = None
 
 
 @dataclass
@@ -76,6 +78,14 @@ class JobSettings:
 
 def _f(value) -> float | None:
     return None if value is None else float(value)
+
+
+def head_pose_fields(result) -> dict[str, float | None]:
+    """yaw / pitch / roll (degrees, 2 decimals) of an analysed image, None without a face."""
+    pose = getattr(result, "head_pose", None)
+    if pose is None:
+        return {"yaw": None, "pitch": None, "roll": None}
+    return {name: round(float(v), 2) for name, v in zip(("yaw", "pitch", "roll"), pose)}
 
 
 def run_shard_job(
@@ -98,6 +108,8 @@ def run_shard_job(
     ids = list(range(job.id_start, job.id_stop))
     plan = [(i, k) for i in ids for k in range(settings.images_per_id)]
     seeds = {(i, k): image_seed(settings.run_seed, i, k) for i, k in plan}
+    # each candidate's controls, from (run seed, id, index) only; {} when all are off
+    controls = {p: stages.controls.for_candidate(*p) for p in plan} if stages.controls is not None else {}
 
     results: dict[tuple[int, int], Any] = {}
     full_images: dict[tuple[int, int], bytes] = {}  # encoded at once: full-size arrays would not fit
@@ -110,7 +122,8 @@ def run_shard_job(
                 for i, k in batch
             ]
         ).astype(np.float32)
-        images = stages.generator.generate(vectors, [seeds[p] for p in batch])
+        control_kwargs = stages.controls.generate_kwargs([controls[p] for p in batch]) if controls else {}
+        images = stages.generator.generate(vectors, [seeds[p] for p in batch], **control_kwargs)
         times["generate_s"] += time.perf_counter() - t
         t = time.perf_counter()
         for p, result in zip(batch, stages.analyzer.analyze(list(images)), strict=True):
@@ -145,6 +158,8 @@ def run_shard_job(
     reasons = Counter()
     for i, k in plan:
         result, decision = results[(i, k)], decisions[i].images[k]
+        pose = head_pose_fields(result)
+        control_record = controls[(i, k)].record() if controls else {}
         class_reason = class_reasons[i]
         accepted = bool(decision.accepted) and class_reason is None
         reason = None if accepted else (decision.reason if not decision.accepted else class_reason)
@@ -163,6 +178,8 @@ def run_shard_job(
                 "num_faces": int(result.num_faces),
                 "class_kept": class_reason is None,
                 "class_reason": class_reason or class_flags.get(i),
+                **pose,
+                **control_record,
             }
         )
         if accepted:
@@ -179,6 +196,8 @@ def run_shard_job(
                     "bbox": None if result.bbox is None else np.asarray(result.bbox, dtype=float).round(2),
                     "landmarks": None if result.landmarks is None else np.asarray(result.landmarks, dtype=float).round(2),
                     "generator": sample_generator,
+                    "head_pose": pose,
+                    **({"controls": control_record} if control_record else {}),
                     **({"class_flag": class_flags[i]} if i in class_flags else {}),
                 },
                 full_image=full_images.get((i, k)),
@@ -194,6 +213,7 @@ def run_shard_job(
         "class_flags": dict(sorted(Counter(class_flags.values()).items())),
         "acceptance_rate": (reasons["accepted"] / num_candidates) if num_candidates else 0.0,
         "generator": generator_info,
+        **({"controls": stages.controls.describe()} if stages.controls is not None else {}),
         "attempt": attempt,
         "host": platform.node(),
         "pid": os.getpid(),
