@@ -192,6 +192,9 @@ def sample(
     wanted = parse_ids(ids)
     vectors = read_bank_vectors(bank, wanted)
     jitter_vec = jitter_fn(cfg) if jitter and cfg.identity.jitter.enabled else None
+    from synthface.generation.controls import control_sampler
+
+    controls = control_sampler(cfg.generation, cfg.seed)  # checks the control pools before the model load
     try:  # before the slow model load, so a bad --out fails at once
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -217,7 +220,8 @@ def sample(
         batch = cfg.generation.batch_size
         for start in range(0, len(jobs), batch):
             chunk = jobs[start : start + batch]
-            result = generator.generate(np.stack([j[2] for j in chunk]), [j[3] for j in chunk])
+            kwargs = controls.generate_kwargs([controls.for_candidate(j[0], j[1]) for j in chunk]) if controls else {}
+            result = generator.generate(np.stack([j[2] for j in chunk]), [j[3] for j in chunk], **kwargs)
             for (identity, index, _, _), image in zip(chunk, result):
                 images[identity, index] = image
                 save_png(image, out / f"{identity:07d}_{index:03d}.png")
@@ -234,7 +238,11 @@ def sample(
         "seed": cfg.seed,
         "bank": str(bank),
         "jitter": jitter_vec is not None,
-        "images": [{"id": i, "index": k, "seed": s, "file": f"{i:07d}_{k:03d}.png"} for i, k, _, s in jobs],
+        "images": [
+            {"id": i, "index": k, "seed": s, "file": f"{i:07d}_{k:03d}.png",
+             **({"controls": controls.for_candidate(i, k).record()} if controls else {})}
+            for i, k, _, s in jobs
+        ],
         "load_seconds": round(load_s, 3),
         "generate_seconds": round(gen_s, 3),
     }
@@ -244,6 +252,30 @@ def sample(
         f"({gen_s / len(jobs):.3f} s/image, {generator.describe()['scheduler']} x{generator.steps} steps, "
         f"jitter {'on' if jitter_vec else 'off'})"
     )
+
+
+# ---------------------------------------------------------------- pose pool
+def pose_pool(
+    out: Path = typer.Argument(..., help="Folder to write the PNGs into (created)."),
+    count: int = typer.Option(64, "--count", min=1, max=100000, help="Number of control images."),
+    size: int = typer.Option(512, "--size", min=16, max=2048, help="Side in pixels (= generation.height and width)."),
+    yaw_max: float = typer.Option(60.0, "--yaw-max", min=0, max=90, help="Yaw drawn uniformly in [-max, max] degrees."),
+    pitch_max: float = typer.Option(20.0, "--pitch-max", min=0, max=90, help="Pitch range, degrees."),
+    roll_max: float = typer.Option(10.0, "--roll-max", min=0, max=90, help="Roll range, degrees."),
+    seed: int = typer.Option(0, "--seed", min=0),
+) -> None:
+    """Write stand-in normal maps of a simple 3D head at random angles (a pose pool for generation.pose).
+
+    Carries the head's orientation only (an ellipsoid with a nose, not a face);
+    for real normal maps render EMOCA fits (docs/generation.md, "Making a pose pool").
+    """
+    from synthface.errors import InputDataError
+    from synthface.generation.pose_maps import write_pose_pool
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputDataError(f"{out}: not an empty folder; choose a new one (a pool is used as a whole)")
+    paths = write_pose_pool(out, count, size, seed, yaw_max, pitch_max, roll_max)
+    typer.echo(f"wrote {len(paths)} normal maps ({size}x{size}) to {out}")
 
 
 # ---------------------------------------------------------------- bench
@@ -315,3 +347,4 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.add_typer(models_app, name="models")
     app.command("sample")(sample)
+    app.command("pose-pool")(pose_pool)

@@ -163,7 +163,19 @@ def load_expression_adapter(root: str | Path, parts: LoadedParts, scale: float) 
         pipe.load_ip_adapter(str(root), subfolder=EXP_ADAPTER_DIR, weight_name=EXP_ADAPTER_WEIGHTS, image_encoder_folder=None)
         pipe.set_ip_adapter_scale(scale)
 
-    _load("expression adapter", root / EXP_ADAPTER_DIR / EXP_ADAPTER_WEIGHTS, root, lambda: _quietly(load))
+    _load("expression adapter", root / EXP_ADAPTER_DIR / EXP_ADAPTER_WEIGHTS, root, lambda: _quietly(lambda: _diffusers_quietly(load)))
+
+
+def _diffusers_quietly(fn):
+    """Run ``fn`` without diffusers' notices that do not apply here (no image encoder by design)."""
+    from diffusers.utils import logging as d_logging
+
+    before = d_logging.get_verbosity()
+    d_logging.set_verbosity_error()
+    try:
+        return fn()
+    finally:
+        d_logging.set_verbosity(before)
 
 
 def _require_extra(root: Path, extra: str, why: str) -> None:
