@@ -222,23 +222,28 @@ def write_tiny_lcm_lora(unet, folder: Path, rank: int = 4) -> Path:
     return folder / LCM_LORA_WEIGHTS
 
 
-def write_tiny_controlnet(unet, folder: Path) -> Path:
-    """A ControlNet with the tiny UNet's encoder; its zero convolutions made random (else it does nothing)."""
+def write_tiny_controlnet(unet, folder: Path, conditioning_channels=(8, 8, 16, 16), dtype=None) -> Path:
+    """A ControlNet with ``unet``'s encoder; its zero convolutions made random (else it does nothing).
+
+    ``conditioning_channels``: the control-image encoder's widths (SD's ControlNets use 16, 32, 96, 256).
+    """
     import torch
     from diffusers import ControlNetModel
 
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(conditioning_channels))
     gen = torch.Generator().manual_seed(TINY_SEED + 11)
     zero_init = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.controlnet_cond_embedding.conv_out]
     with torch.no_grad():
         for conv in zero_init:
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.05)
-            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.01)
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen, device="cpu") * 0.05)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen, device="cpu") * 0.01)
+    if dtype is not None:
+        controlnet.to(dtype)
     controlnet.save_pretrained(folder, safe_serialization=True)
     return folder
 
 
-def write_tiny_exp_adapter(unet, folder: Path, flame_dim: int = 55, num_tokens: int = 4) -> Path:
+def write_tiny_exp_adapter(unet, folder: Path, flame_dim: int = 55, num_tokens: int = 4, dtype=None) -> Path:
     """An IP-Adapter state dict for ``unet`` whose image projection takes a ``flame_dim`` vector.
 
     Layout as diffusers' ``load_ip_adapter`` reads it: ``image_proj`` holds
@@ -252,13 +257,13 @@ def write_tiny_exp_adapter(unet, folder: Path, flame_dim: int = 55, num_tokens: 
     width = int(unet.config.cross_attention_dim)
 
     def rand(*shape, fan_in):
-        return torch.randn(shape, generator=gen) / fan_in**0.5
+        return torch.randn(shape, generator=gen, device="cpu") / fan_in**0.5
 
     image_proj = {
         "proj.weight": rand(num_tokens * width, flame_dim, fan_in=flame_dim),
-        "proj.bias": torch.zeros(num_tokens * width),
-        "norm.weight": torch.ones(width),
-        "norm.bias": torch.zeros(width),
+        "proj.bias": torch.zeros(num_tokens * width, device="cpu"),
+        "norm.weight": torch.ones(width, device="cpu"),
+        "norm.bias": torch.zeros(width, device="cpu"),
     }
     modules = dict(unet.named_modules())
     ip_adapter, key = {}, 1
@@ -270,6 +275,9 @@ def write_tiny_exp_adapter(unet, folder: Path, flame_dim: int = 55, num_tokens: 
         ip_adapter[f"{key}.to_v_ip.weight"] = rand(hidden, width, fan_in=width)
         key += 2
     folder.mkdir(parents=True, exist_ok=True)
+    if dtype is not None:
+        image_proj = {k: v.to(dtype) for k, v in image_proj.items()}
+        ip_adapter = {k: v.to(dtype) for k, v in ip_adapter.items()}
     torch.save({"image_proj": image_proj, "ip_adapter": ip_adapter}, folder / EXP_ADAPTER_WEIGHTS)
     return folder / EXP_ADAPTER_WEIGHTS
 
@@ -327,16 +335,18 @@ def init_tiny(
         "encoder": {"repo": "tiny-random", "revision": None},
         "sd15": {"repo": "tiny-random (SD 1.5 scheduler config as published)", "revision": None},
     }
+    # Before the LoRA (which leaves wrapped layers in `unet`), under a forked RNG:
+    # adding them changes no other file.
+    with torch.random.fork_rng():
+        if with_controlnet:
+            write_tiny_controlnet(unet, root / CONTROLNET_DIR)
+            parts["controlnet"] = {"repo": "tiny-random", "revision": None}
+        if with_exp_adapter:
+            write_tiny_exp_adapter(unet, root / EXP_ADAPTER_DIR)
+            parts["exp_adapter"] = {"repo": "tiny-random", "revision": None}
     if with_lcm_lora:
         write_tiny_lcm_lora(unet, root / LCM_LORA_DIR)
         parts["lcm-lora"] = {"repo": "tiny-random", "revision": None}
-    # After the parts above, from their own generators: adding them changes no other file.
-    if with_controlnet:
-        write_tiny_controlnet(unet, root / CONTROLNET_DIR)
-        parts["controlnet"] = {"repo": "tiny-random", "revision": None}
-    if with_exp_adapter:
-        write_tiny_exp_adapter(unet, root / EXP_ADAPTER_DIR)
-        parts["exp_adapter"] = {"repo": "tiny-random", "revision": None}
 
     if with_face_models:
         try:
