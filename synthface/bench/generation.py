@@ -42,6 +42,7 @@ NOMINAL_VAE_TFLOP_512 = 2.5
 REFERENCE_IMAGES_PER_PROMPT = 4
 
 PARTS = ("reference", "sweep", "cache", "dtype", "switches", "output", "controls")
+DEFAULT_PARTS = PARTS[:-1]  # controls on request: extra weights to write and four more rows
 # One toggle per perf switch; each row flips it against the resolved default.
 SWITCHES = ("compile", "compile_mode", "fuse_qkv", "channels_last", "attention", "compile_vae", "vae_slicing", "inductor_tuning", "cudnn_tf32")
 # Output-changing rows: name -> generation-config overrides.
@@ -58,7 +59,7 @@ class BenchOptions:
     size: int | None = None  # image side in pixels; None = 512 full / 128 tiny
     batch_sizes: tuple[int, ...] | None = None  # None = (4, 8, 16, 32) on CUDA, (4, 8) elsewhere
     images: int = 32  # timed images per row (rounded up to whole calls)
-    parts: tuple[str, ...] = PARTS
+    parts: tuple[str, ...] = DEFAULT_PARTS
     switches: tuple[str, ...] | None = None  # None = all applicable on this device
     outputs: tuple[str, ...] = OUTPUT_ROWS
     fewer_steps: int = 15
@@ -312,7 +313,10 @@ class GenerationBenchmark:
             return root
         start = time.perf_counter()
         self.log(f"writing a random-weight '{self.opts.arch}' model folder to {root} ...")
-        write_random_model_folder(root, self.opts.arch, device=str(self.device), dtype=self.torch_dtype(), seed=self.opts.seed)
+        write_random_model_folder(
+            root, self.opts.arch, device=str(self.device), dtype=self.torch_dtype(), seed=self.opts.seed,
+            with_controls="controls" in self.opts.parts,
+        )
         self.log(f"  written in {time.perf_counter() - start:.1f} s")
         return root
 
@@ -503,7 +507,8 @@ class GenerationBenchmark:
         if have_exp and have_pose:
             variants.append(("control: expression + pose", {**expression, **pose}, "both"))
         if not variants:
-            self.log("[controls] skipped: no controlnet/ or exp_adapter/ in the model folder")
+            self.log("[controls] skipped: no controlnet/ or exp_adapter/ in the model folder (a reused --work-dir "
+                     "folder written without --parts controls has none)")
             return
         plain = self.time_generator(models_dir, "output-changing", "control: none (baseline)", batch_size, note="plain, same run")
         for name, changes, note in variants:
