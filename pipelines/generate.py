@@ -24,6 +24,7 @@ from pipelines.shard_job import Stages
 from pipelines.stages import build_stages, load_bank_embeddings
 from synthface.errors import ConfigError, RunStateError
 from synthface.factory_config import FactoryConfig
+from synthface.models.integrity import verify_model_folder
 from synthface.shards.manifest import check_or_start_run, describe_models, run_record, write_manifest
 from synthface.shards.storage import Output, fsspec_env
 from synthface.shards.writer import committed_shards, remove_interrupted_writes
@@ -125,13 +126,22 @@ def generate(
     stages_factory: Callable[[FactoryConfig], Stages] = build_stages,
     console: Console | None = None,
     write_card: bool = True,
+    verify_models: bool = False,
 ) -> GenerateResult:
+    """``verify_models`` re-hashes every model file instead of the size + mtime check."""
     import ray
 
     from pipelines.worker import ShardWorker
 
     output = Output(out)
     cfg_data = cfg.model_dump(mode="json")
+    # before anything is written: refuse model files that differ from their manifest
+    models_checked = verify_model_folder(cfg.models_dir, full=verify_models)
+    if models_checked is None and Path(cfg.models_dir).is_dir():
+        log.warning(
+            "%s has no synthface-models.json: its files are not verified (record them with "
+            "`synthface models record %s`)", cfg.models_dir, cfg.models_dir,
+        )
     embeddings = load_bank_embeddings(cfg.run.bank, cfg.run.max_ids)
     num_ids = len(embeddings)
     if num_ids == 0:
@@ -211,7 +221,8 @@ def generate(
     remove_interrupted_writes(output)
     committed = committed_shards(output)
     result.dataset = write_manifest(
-        output, record, committed, len(jobs), result.failed, describe_models(cfg.models_dir)
+        output, record, committed, len(jobs), result.failed,
+        describe_models(cfg.models_dir, models_checked, "sha256" if verify_models else "size+mtime"),
     )
     if write_card:
         from synthface.shards.card import write_card as _write_card

@@ -67,6 +67,10 @@ def test_generate_writes_a_verified_dataset(baseline):
     assert dataset["num_candidates"] == NUM_IDS * 2
     assert dataset["num_images"] == report.samples == len(keys_of(out)) > 0
     assert dataset["models"]["origin"] == "tiny-random" and dataset["models"]["files"]
+    # the hashes the run checked at start (size + mtime), as recorded by init-tiny
+    recorded = json.loads((Path(dataset["models"]["dir"]) / "synthface-models.json").read_text())["files"]
+    assert dataset["models"]["verified"] == "size+mtime"
+    assert dataset["models"]["files"] == {rel: e["sha256"] for rel, e in recorded.items()}
     assert sorted(json.loads((out / "sizes.json").read_text())) == [f"shard-{k:06d}.tar" for k in range(NUM_SHARDS)]
     # every candidate is in a parquet, accepted or with a reason
     table = pq.read_table(out / "shard-000001.parquet").to_pylist()
