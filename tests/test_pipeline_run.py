@@ -71,6 +71,7 @@ def test_generate_writes_a_verified_dataset(baseline):
     recorded = json.loads((Path(dataset["models"]["dir"]) / "synthface-models.json").read_text())["files"]
     assert dataset["models"]["verified"] == "size+mtime"
     assert dataset["models"]["files"] == {rel: e["sha256"] for rel, e in recorded.items()}
+    assert f"{len(recorded)} model files, checked against synthface-models.json (size+mtime)" in (out / "README.md").read_text()
     assert sorted(json.loads((out / "sizes.json").read_text())) == [f"shard-{k:06d}.tar" for k in range(NUM_SHARDS)]
     # every candidate is in a parquet, accepted or with a reason
     table = pq.read_table(out / "shard-000001.parquet").to_pylist()

@@ -183,6 +183,11 @@ def check_files(root: str | Path, full: bool = False) -> dict[str, dict[str, Any
                 f"{root / rel} has no entry in {root / MANIFEST}: it was added or replaced after the folder was "
                 f"recorded. Check where it came from, then record it with `synthface models record {root}`"
             )
+    restore = (
+        f"write the tiny folder again (`synthface models init-tiny {root}`)"
+        if manifest.get("origin") == "tiny-random"
+        else f"download it again (`synthface models download --to {root}`)"
+    )
     cache = {} if full else _load_cache(root)
     cache_changed = False
     checked: dict[str, dict[str, Any]] = {}
@@ -192,14 +197,12 @@ def check_files(root: str | Path, full: bool = False) -> dict[str, dict[str, Any
             st = path.stat()
         except FileNotFoundError:
             raise ModelIntegrityError(
-                f"{path} is recorded in {root / MANIFEST} but missing; download it again "
-                f"(`synthface models download --to {root}`)"
+                f"{path} is recorded in {root / MANIFEST} but missing; {restore}"
             ) from None
         want_size, want_sha = int(entry.get("size", -1)), str(entry.get("sha256", ""))
         if st.st_size != want_size:
             raise ModelIntegrityError(
-                f"{path} is {st.st_size} bytes but {want_size} were recorded (truncated or replaced); "
-                f"download it again (`synthface models download --to {root}`)"
+                f"{path} is {st.st_size} bytes but {want_size} were recorded (truncated or replaced); {restore}"
             )
         if full:
             digest = sha256_file(path)
@@ -215,8 +218,7 @@ def check_files(root: str | Path, full: bool = False) -> dict[str, dict[str, Any
                 cache_changed = True
         if digest != want_sha:
             raise ModelIntegrityError(
-                f"{path} differs from the file recorded in {root / MANIFEST}: sha256 {digest}, recorded {want_sha}; "
-                f"download it again (`synthface models download --to {root}`)"
+                f"{path} differs from the file recorded in {root / MANIFEST}: sha256 {digest}, recorded {want_sha}; {restore}"
             )
         checked[rel] = {"sha256": digest, "size": st.st_size, "pinned": bool(entry.get("pinned"))}
     if cache_changed:

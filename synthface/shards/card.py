@@ -201,6 +201,15 @@ def card_text(dataset: dict, candidates: pa.Table, has_sim: bool, has_sheet: boo
     gen_models = models.get("info", {})
     if gen_models:
         out += ["## Models", "", "```json", __import__("json").dumps(gen_models, indent=2, sort_keys=True), "```", ""]
+    files = models.get("files") or {}
+    if files:
+        how = models.get("verified")
+        checked = f"checked against synthface-models.json ({how})" if how else "NOT verified (the folder had no synthface-models.json)"
+        out += [
+            f"{len(files)} model files, {checked}; {len(models.get('pinned') or [])} pinned to a known-good sha256. "
+            "Their sha256 are in dataset.json (`models.files`).",
+            "",
+        ]
     return "\n".join(out)
 
 
