@@ -37,7 +37,7 @@ PUBLISHED = [
         "loss": NOT_STATED,
         "scores": {"lfw": 98.81, "cfp_fp": 91.87, "agedb_30": 90.18, "calfw": 92.63, "cplfw": 85.16},
         "average": 91.73,
-        "source": "Papantoniou et al., Arc2Face, ECCV 2024 (arXiv:2403.11641)",
+        "source": "Paraperas Papantoniou et al., Arc2Face: A Foundation Model for ID-Consistent Human Faces (arXiv:2403.11641)",
         "checked_in": f"{VIGFACE_README} and {VEC2FACE_PLUS_README}, both quoting the Arc2Face paper; "
         "the paper's own table was not available to check",
     },
@@ -50,7 +50,7 @@ PUBLISHED = [
         "loss": NOT_STATED,
         "scores": {"lfw": 98.87, "cfp_fp": 88.97, "agedb_30": 93.12, "calfw": 93.57, "cplfw": 85.47},
         "average": 92.00,
-        "source": "Wu et al., Vec2Face, ICLR 2025 (arXiv:2409.02979)",
+        "source": "Wu et al., Vec2Face: Scaling Face Dataset Generation with Loosely Constrained Vectors (arXiv:2409.02979)",
         "checked_in": f"{VEC2FACE_PLUS_README} and {VIGFACE_README}",
     },
     {
@@ -74,7 +74,7 @@ PUBLISHED = [
         "loss": "AdaFace",
         "scores": {"lfw": 99.02, "cfp_fp": 95.09, "agedb_30": 90.95, "calfw": 90.00, "cplfw": 87.72},
         "average": 92.56,
-        "source": "Kim et al., VIGFace (arXiv:2403.08277)",
+        "source": "Kim et al., VIGFace: Virtual Identity Generation for Privacy-Free Face Recognition (arXiv:2403.08277)",
         "checked_in": f"{VIGFACE_README} (its caption: trained with IR-SE50 + AdaFace)",
     },
     {
