@@ -249,3 +249,50 @@ def test_a_job_of_a_group_uses_its_class_size(tmp_path):
                                                   max_candidates_per_id=9))
     assert {i: len(v) for i, v in per_class(members).items()} == {0: 3, 1: 3}
     assert stats["images_per_id"] == 3 and stats["max_candidates_per_id"] == 9
+
+
+def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
+    from synthface.shards.card import WEAKEST_PNG, class_stats, read_candidates, weakest_ids, write_card
+    from synthface.shards.manifest import check_or_start_run, write_manifest
+    from synthface.shards.verify import verify_dataset
+    from synthface.shards.writer import committed_shards
+
+    out = Output(str(tmp_path))
+    cfg = FactoryConfig.model_validate({"run": {"images_per_id": 6, "ids_per_shard": 2}}).model_dump(mode="json")
+    record = {"config": cfg, "config_hash": "abc", "bank": {"path": "b", "sha256": "x", "num_ids": 4}}
+    check_or_start_run(out, record, restart=False)
+    for k in range(2):
+        run(tmp_path, job=ShardJob(index=k, id_start=2 * k, id_stop=2 * k + 2))
+    dataset = write_manifest(out, record, committed_shards(out), 2, {}, {"origin": "test"})
+    assert verify_dataset(str(tmp_path)).ok
+    assert dataset["candidates_per_image"] == pytest.approx(dataset["num_candidates"] / 18)
+    assert dataset["topup_candidates"] == dataset["num_candidates"] - 4 * 6
+
+    stats = class_stats(read_candidates(out, dataset))
+    rows = pq.read_table(tmp_path / "shard-000000.parquet").to_pylist()
+    own = [r["sim_centre"] for r in rows if r["id"] == 1 and r["accepted"]]
+    assert stats["accepted"][1] == 6 and stats["candidates"][1] == sum(r["id"] == 1 for r in rows)
+    assert stats["sim_mean"][1] == pytest.approx(np.mean(own)) and stats["sim_std"][1] == pytest.approx(np.std(own))
+    assert np.isnan(stats["sim_mean"][3]) and stats["outcome"][3] == "class_too_small"
+    assert weakest_ids(stats) == [3, 2, 1, 0]  # lowest acceptance first
+
+    write_card(out)
+    card = (tmp_path / "README.md").read_text()
+    assert "## Classes" in card and "card/classes.png" in card and WEAKEST_PNG in card
+    assert "| candidates generated per image kept (GPU cost) |" in card
+    lost = [r for r in rows if r["id"] == 1 and not r["accepted"]]
+    counts = {reason: sum(r["reason"] == reason for r in lost) for reason in {r["reason"] for r in lost}}
+    line = next(s for s in card.splitlines() if s.startswith("| 1 | kept | 6 / "))
+    assert all(f"`{reason}` x{n}" in line for reason, n in counts.items())
+    assert "| 3 | `class_too_small` | 0 / 30 |" in card
+    sheet = Image.open(tmp_path / WEAKEST_PNG)
+    assert sheet.size[1] == 4 * (64 + 14)
+    # identity 1's row: accepted crops framed green, then a rejected thumbnail (grey 60 = 40*1+20) framed red
+    px = np.asarray(sheet.convert("RGB"))
+    row = px[2 * 78 : 2 * 78 + 64]
+    accepted_area, rejected_area = row[:, 70 : 70 + 4 * 64], row[:, 70 + 4 * 64 + 10 :]
+    assert (accepted_area[:, 1] == [0, 128, 0]).all(axis=-1).all()
+    assert (accepted_area == [60, 60, 60]).all(axis=-1).sum() > 4 * 50 * 50
+    assert (rejected_area[:, 1] == [255, 0, 0]).all(axis=-1).all()
+    assert (rejected_area == [60, 60, 60]).all(axis=-1).sum() > 50 * 50  # thumbnails (low_intra_sim, surplus)
+    assert (rejected_area == [200, 200, 200]).all(axis=-1).sum() > 50 * 50  # no face: nothing to show
