@@ -26,12 +26,9 @@ import numpy as np
 
 from pipelines.planning import ShardJob
 from synthface.seeds import image_seed
-from synthface.shards.config import candidate_cap, first_round
+from synthface.shards.config import SHORT_CLASS_REASON, SURPLUS_REASON, candidate_cap, first_round
 from synthface.shards.storage import Output
 from synthface.shards.writer import ShardWriter, encode_jpeg, sample_key, thumbnail_jpeg
-
-SHORT_CLASS_REASON = "short_class"  # fewer than images_per_id accepted when the candidate cap was spent
-SURPLUS_REASON = "surplus"  # passed the filter, but the class already had its images_per_id
 
 
 class Generator(Protocol):

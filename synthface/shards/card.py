@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from synthface.errors import InputDataError
+from synthface.shards.config import SURPLUS_REASON
 from synthface.shards.manifest import CARD_FILE, DATASET_FILE
 from synthface.shards.storage import Output
 
@@ -137,8 +138,10 @@ def _contact_sheet_png(output: Output, dataset: dict, rows: int = 8, cols: int =
 
 
 def class_stats(candidates: pa.Table) -> dict[str, np.ndarray]:
-    """Per identity (sorted by id): candidates, accepted, acceptance, and the mean, spread (std)
-    and minimum of its accepted images' cosine to the class centre (NaN without accepted images)."""
+    """Per identity (sorted by id): candidates, accepted (written), acceptance (share of its
+    candidates that passed the filter: ``surplus`` ones count, they only came after the class
+    was full), and the mean, spread (std) and minimum of its written images' cosine to the
+    class centre (NaN without images)."""
     if candidates.num_rows == 0:
         return {}
     ids = candidates["id"].to_numpy()
@@ -147,6 +150,8 @@ def class_stats(candidates: pa.Table) -> dict[str, np.ndarray]:
     sim = candidates["sim_centre"].to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN
     n_cand = np.bincount(inv, minlength=len(uniq))
     n_acc = np.bincount(inv, weights=accepted, minlength=len(uniq)).astype(np.int64)
+    surplus = np.asarray(pc.fill_null(pc.equal(candidates["reason"], SURPLUS_REASON), False).to_numpy(zero_copy_only=False), bool)
+    n_passed = np.bincount(inv, weights=accepted | surplus, minlength=len(uniq))
     use = accepted & np.isfinite(sim)
     n_sim = np.bincount(inv[use], minlength=len(uniq))
     total = np.bincount(inv[use], weights=sim[use], minlength=len(uniq))
@@ -160,14 +165,14 @@ def class_stats(candidates: pa.Table) -> dict[str, np.ndarray]:
     first_row = np.unique(inv, return_index=True)[1]
     outcome = np.array([r or "" for r in candidates["class_reason"].take(pa.array(first_row)).to_pylist()], object)
     return {
-        "id": uniq, "candidates": n_cand, "accepted": n_acc, "acceptance": n_acc / np.maximum(n_cand, 1),
+        "id": uniq, "candidates": n_cand, "accepted": n_acc, "acceptance": n_passed / np.maximum(n_cand, 1),
         "sim_mean": mean, "sim_std": std, "sim_min": np.where(np.isfinite(low), low, np.nan), "outcome": outcome,
     }
 
 
 def weakest_ids(stats: dict[str, np.ndarray], k: int = NUM_WEAKEST) -> list[int]:
-    """The ``k`` identities with the lowest acceptance (most candidates per image written);
-    ties by the lowest mean similarity to their centre, then by id."""
+    """The ``k`` identities with the lowest acceptance by the filter; ties by the lowest mean
+    similarity to their centre, then by id."""
     if not stats:
         return []
     mean = np.where(np.isnan(stats["sim_mean"]), -2.0, stats["sim_mean"])
@@ -175,7 +180,7 @@ def weakest_ids(stats: dict[str, np.ndarray], k: int = NUM_WEAKEST) -> list[int]
     return [int(stats["id"][j]) for j in order[:k]]
 
 
-def _classes_png(stats: dict[str, np.ndarray]) -> bytes | None:
+def _classes_png(stats: dict[str, np.ndarray], tau_intra: float | None = None) -> bytes | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,9 +191,9 @@ def _classes_png(stats: dict[str, np.ndarray]) -> bytes | None:
     has_sim = np.isfinite(stats["sim_mean"])
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
     panels = (
-        (axes[0], stats["sim_mean"][has_sim], np.linspace(-1, 1, 81), "mean cosine of its images to the class centre"),
+        (axes[0], stats["sim_mean"][has_sim], 40, "mean cosine of its images to the class centre"),
         (axes[1], stats["sim_std"][has_sim], 40, "spread (std) of that cosine within the class"),
-        (axes[2], stats["acceptance"], np.linspace(0, 1, 41), "acceptance (images kept / candidates)"),
+        (axes[2], stats["acceptance"], np.linspace(0, 1, 41), "acceptance (passed the filter / candidates)"),
     )
     for ax, values, bins, title in panels:
         if len(values):
@@ -197,6 +202,9 @@ def _classes_png(stats: dict[str, np.ndarray]) -> bytes | None:
             ax.text(0.5, 0.5, "no accepted images", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel("identities")
+    if tau_intra is not None and has_sim.any():
+        axes[0].axvline(tau_intra, color="black", linestyle="--", linewidth=1, label="tau_intra")
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -225,9 +233,9 @@ def _weakest_png(output: Output, dataset: dict, ids: list[int], max_accepted: in
     rejected: dict[int, list[tuple[Image.Image | None, str]]] = {}
     for shard in shards.values():
         table = read_candidates(output, dataset, [shard], ["id", "index", "accepted", "reason", "thumb"])
-        for row in table.filter(pc.is_in(table["id"], pa.array(sorted(wanted), pa.int64()))).to_pylist():
-            if row["accepted"]:
-                continue
+        rows = table.filter(pc.is_in(table["id"], pa.array(sorted(wanted), pa.int64()))).to_pylist()
+        # the filter's rejections first; surplus images (they passed) only where room is left
+        for row in sorted((r for r in rows if not r["accepted"]), key=lambda r: (r["reason"] == SURPLUS_REASON, r["index"])):
             got = rejected.setdefault(row["id"], [])
             if len(got) < max_rejected:
                 thumb = row.get("thumb")
@@ -297,7 +305,7 @@ def _classes_text(dataset: dict, stats: dict[str, np.ndarray], candidates: pa.Ta
         ("mean cosine to the class centre", *q(stats["sim_mean"])),
         ("spread (std) of that cosine", *q(stats["sim_std"])),
         ("lowest cosine in the class", *q(stats["sim_min"])),
-        ("acceptance (kept / candidates)", *q(stats["acceptance"].astype(float))),
+        ("acceptance (passed the filter / candidates)", *q(stats["acceptance"].astype(float))),
         ("candidates per identity", *(str(int(x)) for x in np.percentile(stats["candidates"], [5, 50, 95]))),
     ]
     out += [f"Per identity ({int(has.sum())} with accepted images), 5th percentile / median / 95th percentile:", ""]
@@ -317,25 +325,26 @@ def _classes_text(dataset: dict, stats: dict[str, np.ndarray], candidates: pa.Ta
         out += [
             f"### The {len(weak)} weakest identities",
             "",
-            "Lowest acceptance first (then lowest mean similarity to the centre); every rejected candidate "
-            "counted by reason.",
+            "Lowest acceptance by the filter first (then lowest mean similarity to the centre); every "
+            "candidate not written counted by reason (`surplus` last: those passed the filter).",
             "",
-            "| id | outcome | kept / candidates | mean cos | lowest cos | rejected: reason x count |",
-            "| ---: | --- | ---: | ---: | ---: | --- |",
+            "| id | outcome | written / candidates | acceptance | mean cos | lowest cos | not written: reason x count |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
         ]
         for i in weak:
             j = pos[i]
-            why = ", ".join(f"`{r}` x{n}" for r, n in sorted(reasons[i].items(), key=lambda kv: -kv[1]))
+            why = ", ".join(f"`{r}` x{n}" for r, n in sorted(reasons[i].items(), key=lambda kv: (kv[0] == SURPLUS_REASON, -kv[1])))
             outcome = f"`{stats['outcome'][j]}`" if stats["outcome"][j] else "kept"
             out.append(
-                f"| {i} | {outcome} | {stats['accepted'][j]} / {stats['candidates'][j]} | "
+                f"| {i} | {outcome} | {stats['accepted'][j]} / {stats['candidates'][j]} | {stats['acceptance'][j]:.0%} | "
                 f"{_fmt(stats['sim_mean'][j])} | {_fmt(stats['sim_min'][j])} | {why or '-'} |"
             )
         out += [""]
         if has_weakest:
             out += [
-                "Each row: accepted crops (green), then rejected candidates (red) with their reason; grey "
-                "where no face was found (or `run.rejected_thumbnails` was off), so there is no crop to show.",
+                "Each row: written crops (green), then candidates not written (red) with their reason, the "
+                "filter's rejections first; grey where no face was found (or `run.rejected_thumbnails` was "
+                "off), so there is no crop to show.",
                 "",
                 f"![weakest identities]({WEAKEST_PNG})",
                 "",
@@ -458,7 +467,7 @@ def write_card(out: str | Output) -> str:
     if sheet is not None:
         output.write_bytes(SHEET_PNG, sheet)
     per_class = class_stats(candidates)
-    classes_png = _classes_png(per_class)
+    classes_png = _classes_png(per_class, filt.get("tau_intra"))
     if classes_png is not None:
         output.write_bytes(CLASSES_PNG, classes_png)
     weakest_png = _weakest_png(output, dataset, weakest_ids(per_class))

@@ -18,6 +18,9 @@ from synthface.config import StrictModel
 
 # A sample key holds the image index in three digits: indices 0..999.
 MAX_INDEX = 1000
+# Candidate / class reasons of the class-size rounds (the parquet's reason / class_reason)
+SHORT_CLASS_REASON = "short_class"  # fewer than images_per_id accepted when the candidate cap was spent
+SURPLUS_REASON = "surplus"  # passed the filter, but its class already had images_per_id
 
 # `run.*` keys that do not change what is written; a resume may change them.
 EXECUTION_ONLY_KEYS = (
