@@ -296,3 +296,35 @@ def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
     assert (rejected_area[:, 1] == [255, 0, 0]).all(axis=-1).all()
     assert (rejected_area == [60, 60, 60]).all(axis=-1).sum() > 50 * 50  # thumbnails (low_intra_sim, surplus)
     assert (rejected_area == [200, 200, 200]).all(axis=-1).sum() > 50 * 50  # no face: nothing to show
+
+
+def test_verify_checks_class_sizes(tmp_path):
+    from synthface.shards.manifest import check_or_start_run, write_manifest
+    from synthface.shards.verify import verify_dataset
+    from synthface.shards.writer import committed_shards
+
+    out = Output(str(tmp_path))
+    record = {"config": {"seed": 1, "run": {}}, "config_hash": "abc", "bank": {"path": "b", "sha256": "x", "num_ids": 2}}
+    check_or_start_run(out, record, restart=False)
+    run(tmp_path, job=ShardJob(index=0, id_start=0, id_stop=2), max_candidates_per_id=8, short_classes="flag")
+    write_manifest(out, record, committed_shards(out), 1, {}, {"origin": "test"})
+    assert verify_dataset(str(tmp_path)).ok  # identity 1 has 4 of 6, flagged short_class
+    stats = json.loads((tmp_path / "shard-000000.json").read_text())
+    (tmp_path / "shard-000000.json").write_text(json.dumps({**stats, "images_per_id": 5}))
+    problems = verify_dataset(str(tmp_path)).problems
+    assert problems == ["shard-000000.tar: identity 0 has 6 images; its class size is 5"]
+    (tmp_path / "shard-000000.json").write_text(json.dumps({**stats, "class_flags": {}}))
+    tar = tmp_path / "shard-000000.tar"
+    with tarfile.open(tar) as t:  # identity 1 without its flag
+        members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for m, data in members:
+            if m.name.startswith("0000001_") and m.name.endswith(".json"):
+                data = json.dumps({k: v for k, v in json.loads(data).items() if k != "class_flag"}).encode()
+                m.size = len(data)
+            t.addfile(m, io.BytesIO(data))
+    tar.write_bytes(buf.getvalue())
+    assert verify_dataset(str(tmp_path)).problems == [
+        "shard-000000.tar: identity 1 has 4 images; its class size is 6 and it is not flagged short_class"
+    ]
