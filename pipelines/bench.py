@@ -128,6 +128,7 @@ def orchestration_bench(
                     "run": {
                         "ids_per_shard": ids_per_shard,
                         "images_per_id": images_per_id,
+                        "oversample": 1.0,  # the stand-in filter accepts all: no surplus to generate
                         "batch_size": images_per_id,
                         "workers": workers,
                         "gpus_per_worker": 0,

@@ -101,6 +101,10 @@ def next_round_size(images_per_id: int, accepted: int, candidates: int, cap: int
     return max(1, min(room, max(missing, want)))
 
 
+def _accepted(decision) -> int:
+    return sum(1 for img in decision.images if img.accepted)
+
+
 def _generate_and_analyse(
     plan: list[tuple[int, int]],
     embeddings: np.ndarray,
@@ -187,7 +191,7 @@ def run_shard_job(
         times["filter_s"] += time.perf_counter() - t
         todo = {
             i: m for i in todo
-            if (m := next_round_size(class_size, decisions[i].num_accepted, generated[i], cap, settings.oversample))
+            if (m := next_round_size(class_size, _accepted(decisions[i]), generated[i], cap, settings.oversample))
         }
 
     # The class: its first class_size accepted images (by index); short classes as configured.
