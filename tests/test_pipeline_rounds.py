@@ -166,6 +166,10 @@ def test_short_classes_dropped_or_flagged(tmp_path):
     assert {r["class_reason"] for r in rows if r["id"] == 1} == {"short_class"}
     assert all(r["class_kept"] for r in rows if r["id"] == 1)
     assert stats["class_flags"] == {"short_class": 1} and stats["class_reasons"] == {"class_too_small": 2}
+    from synthface.shards.card import class_stats, read_candidates
+
+    outcomes = class_stats(read_candidates(Output(str(tmp_path / "flag")), {"shards": [{"name": "shard-000000.tar"}]}))
+    assert list(outcomes["outcome"]) == ["", "flagged: short_class", "dropped: class_too_small", "dropped: class_too_small"]
 
 
 def test_a_class_does_not_depend_on_its_job_or_batches(tmp_path):
@@ -273,7 +277,8 @@ def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
     own = [r["sim_centre"] for r in rows if r["id"] == 1 and r["accepted"]]
     assert stats["accepted"][1] == 6 and stats["candidates"][1] == sum(r["id"] == 1 for r in rows)
     assert stats["sim_mean"][1] == pytest.approx(np.mean(own)) and stats["sim_std"][1] == pytest.approx(np.std(own))
-    assert np.isnan(stats["sim_mean"][3]) and stats["outcome"][3] == "class_too_small"
+    assert np.isnan(stats["sim_mean"][3]) and stats["outcome"][3] == "dropped: class_too_small"
+    assert stats["outcome"][0] == ""
     assert weakest_ids(stats) == [3, 2, 1, 0]  # lowest acceptance first
 
     write_card(out)
@@ -284,7 +289,7 @@ def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
     counts = {reason: sum(r["reason"] == reason for r in lost) for reason in {r["reason"] for r in lost}}
     line = next(s for s in card.splitlines() if s.startswith("| 1 | kept | 6 / "))
     assert all(f"`{reason}` x{n}" in line for reason, n in counts.items())
-    assert "| 3 | `class_too_small` | 0 / 30 |" in card
+    assert "| 3 | dropped: class_too_small | 0 / 30 | 0% |" in card
     sheet = Image.open(tmp_path / WEAKEST_PNG)
     assert sheet.size[1] == 4 * (64 + 14)
     # identity 1's row: accepted crops framed green, then a rejected thumbnail (grey 60 = 40*1+20) framed red

@@ -161,9 +161,13 @@ def class_stats(candidates: pa.Table) -> dict[str, np.ndarray]:
         std = np.where(n_sim > 0, np.sqrt(np.maximum(total_sq / n_sim - mean**2, 0.0)), np.nan)
     low = np.full(len(uniq), np.inf)
     np.minimum.at(low, inv[use], sim[use])
-    # a class's outcome: why it was dropped or flagged ("" = kept in full), same on all its rows
-    first_row = np.unique(inv, return_index=True)[1]
-    outcome = np.array([r or "" for r in candidates["class_reason"].take(pa.array(first_row)).to_pylist()], object)
+    # a class's outcome, the same on all its rows: "" = kept in full, "dropped: why", "flagged: why"
+    first = candidates.select(["class_kept", "class_reason"]).take(pa.array(np.unique(inv, return_index=True)[1]))
+    outcome = np.array(
+        [("" if not why else f"{'flagged' if kept else 'dropped'}: {why}") for kept, why in
+         zip(first["class_kept"].to_pylist(), first["class_reason"].to_pylist())],
+        object,
+    )
     return {
         "id": uniq, "candidates": n_cand, "accepted": n_acc, "acceptance": n_passed / np.maximum(n_cand, 1),
         "sim_mean": mean, "sim_std": std, "sim_min": np.where(np.isfinite(low), low, np.nan), "outcome": outcome,
@@ -240,13 +244,19 @@ def _weakest_png(output: Output, dataset: dict, ids: list[int], max_accepted: in
             if len(got) < max_rejected:
                 thumb = row.get("thumb")
                 got.append((Image.open(io.BytesIO(thumb)).convert("RGB") if thumb else None, row["reason"] or ""))
-        if shard["num_samples"]:
+        if not shard["num_samples"]:
+            continue
+        try:
             with tarfile.open(fileobj=io.BytesIO(output.read_bytes(shard["name"])), mode="r:") as tar:
                 for member in tar:
                     key, _, ext = member.name.partition(".")
                     identity = int(key.split("_")[0])
                     if ext == "jpg" and identity in wanted and len(accepted.setdefault(identity, [])) < max_accepted:
                         accepted[identity].append(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            raise InputDataError(
+                f"{output.url_of(shard['name'])}: unreadable ({exc}); `synthface verify` lists what is damaged"
+            ) from None
     width = label_w + (max_accepted + max_rejected) * cell + 10
     row_h = cell + text_h
     sheet = Image.new("RGB", (width, len(ids) * row_h), "white")
@@ -291,8 +301,7 @@ def _classes_text(dataset: dict, stats: dict[str, np.ndarray], candidates: pa.Ta
         "short of it (`short_class`: dropped or, with `run.short_classes: flag`, kept and flagged) or the "
         "filter dropped it. Candidates beyond the class size that passed the filter are `surplus`.",
         "",
-        _table([(f"`{k}`" if k != "kept in full" else k, str(v)) for k, v in sorted(outcomes.items(), key=lambda kv: -kv[1])],
-               ("identities", "count")),
+        _table([(k, str(v)) for k, v in sorted(outcomes.items(), key=lambda kv: -kv[1])], ("identities", "count")),
         "",
     ]
     has = np.isfinite(stats["sim_mean"])
@@ -334,7 +343,7 @@ def _classes_text(dataset: dict, stats: dict[str, np.ndarray], candidates: pa.Ta
         for i in weak:
             j = pos[i]
             why = ", ".join(f"`{r}` x{n}" for r, n in sorted(reasons[i].items(), key=lambda kv: (kv[0] == SURPLUS_REASON, -kv[1])))
-            outcome = f"`{stats['outcome'][j]}`" if stats["outcome"][j] else "kept"
+            outcome = stats["outcome"][j] or "kept"
             out.append(
                 f"| {i} | {outcome} | {stats['accepted'][j]} / {stats['candidates'][j]} | {stats['acceptance'][j]:.0%} | "
                 f"{_fmt(stats['sim_mean'][j])} | {_fmt(stats['sim_min'][j])} | {why or '-'} |"
