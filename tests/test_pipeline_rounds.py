@@ -333,3 +333,23 @@ def test_verify_checks_class_sizes(tmp_path):
     assert verify_dataset(str(tmp_path)).problems == [
         "shard-000000.tar: identity 1 has 4 images; its class size is 6 and it is not flagged short_class"
     ]
+
+
+@pytest.mark.parametrize(
+    "run_cfg, message",
+    [
+        ({"groups": [{"num_ids": 3}], "max_ids": 3}, "'run': .*run.groups fixes how many identities are used; remove run.max_ids"),
+        ({"images_per_id": 10, "max_candidates_per_id": 5}, "'run': .*max_candidates_per_id \\(5\\) is below images_per_id \\(10\\)"),
+        ({"max_candidates_per_id": 60, "groups": [{"num_ids": 3, "images_per_id": 70}]},
+         "groups\\[0\\]: max_candidates_per_id \\(60\\) is below images_per_id \\(70\\)"),
+        ({"groups": []}, "'run.groups': List should have at least 1 item"),
+        ({"groups": [{"num_ids": 3, "size": 5}]}, "'run.groups.0.size': unknown key"),
+        ({"oversample": 0.5}, "'run.oversample'"),
+        ({"images_per_id": 1001}, "'run.images_per_id'"),
+    ],
+)
+def test_class_size_config_errors_name_the_key(run_cfg, message):
+    from synthface.config import validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(FactoryConfig, {"run": run_cfg})

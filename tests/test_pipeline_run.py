@@ -256,7 +256,7 @@ def test_cli_embedded_ray_generate_verify_card_and_user_errors(tiny_models, tmp_
 
     bad = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.workers=0")
     assert bad.returncode == 2 and "'run.workers'" in bad.stderr and "Traceback" not in bad.stderr
-    other = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.images_per_id=3")
+    other = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.images_per_id=1")
     assert other.returncode == 2 and "--restart" in other.stderr and "Traceback" not in other.stderr
     missing = cli("generate", "--config", cfg_file, "--out", tmp_path / "x", "--bank", tmp_path / "none.parquet")
     assert missing.returncode == 2 and "none.parquet" in missing.stderr and "Traceback" not in missing.stderr

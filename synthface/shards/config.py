@@ -135,8 +135,8 @@ class RunConfig(StrictModel):
             raise ValueError("run.groups fixes how many identities are used; remove run.max_ids")
         for i, (n, cap) in enumerate(self.class_sizes()):
             if cap < n:
-                where = f"run.groups[{i}]" if self.groups is not None else "run"
-                raise ValueError(f"{where}: max_candidates_per_id ({cap}) is below images_per_id ({n})")
+                where = f"groups[{i}]: " if self.groups is not None else ""
+                raise ValueError(f"{where}max_candidates_per_id ({cap}) is below images_per_id ({n})")
         return self
 
     def class_sizes(self) -> list[tuple[int, int]]:
