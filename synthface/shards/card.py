@@ -231,7 +231,7 @@ def _weakest_png(output: Output, dataset: dict, ids: list[int], max_accepted: in
     if not ids:
         return None
     cell, label_w, text_h = 64, 70, 14
-    shards = {id(s): s for s in (_shard_of(dataset, i) for i in ids) if s is not None}
+    shards = {s["name"]: s for s in (_shard_of(dataset, i) for i in ids) if s is not None}
     wanted = set(ids)
     accepted: dict[int, list[Image.Image]] = {}
     rejected: dict[int, list[tuple[Image.Image | None, str]]] = {}
