@@ -3,10 +3,11 @@
 For every identity of the job and every image index: the (optionally
 jittered) identity vector and the image seed, both derived from (run seed,
 identity id, image index) only; generate in batches; analyse each batch right
-away (so full-size images are not held); filter each identity's candidates as
-one class; top up, in further rounds with the next image indices, the classes
-that have fewer than ``images_per_id`` accepted; check the shard's classes
-against each other; write the shard.
+away (so full-size images are not held; with ``run.overlap``, on a background
+thread while the next batch is generated: see pipelines/overlap.py); filter
+each identity's candidates as one class; top up, in further rounds with the
+next image indices, the classes that have fewer than ``images_per_id``
+accepted; check the shard's classes against each other; write the shard.
 
 The stages are passed in (see :class:`Stages`), and their interfaces are those
 of docs/architecture.md; this module holds no model or image logic.
@@ -24,6 +25,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from pipelines.overlap import run_overlapped
 from pipelines.planning import ShardJob
 from synthface.seeds import image_seed
 from synthface.shards.config import SHORT_CLASS_REASON, SURPLUS_REASON, candidate_cap, first_round
@@ -80,6 +82,7 @@ class JobSettings:
     max_candidates_per_id: int | None = None  # None: 2 x images_per_id
     short_classes: str = "drop"  # "drop" | "flag"
     rejected_thumbnails: bool = False
+    overlap: bool = False  # generate batch k+1 while batch k is analysed (run.overlap)
 
 
 def _f(value) -> float | None:
@@ -117,8 +120,8 @@ def _generate_and_analyse(
 ) -> None:
     """Process these (identity, image index) candidates: generate in batches and analyse
     each batch right away (so full-size images are not held); fills ``results``."""
-    for start in range(0, len(plan), settings.batch_size):
-        batch = plan[start : start + settings.batch_size]
+
+    def generate(batch):  # on this thread (see pipelines/overlap.py)
         t = time.perf_counter()
         vectors = np.stack(
             [
@@ -128,12 +131,20 @@ def _generate_and_analyse(
         ).astype(np.float32)
         images = stages.generator.generate(vectors, [seeds[p] for p in batch])
         times["generate_s"] += time.perf_counter() - t
+        return images
+
+    def analyse(batch, images):  # on a background thread when run.overlap is on
         t = time.perf_counter()
         for p, result in zip(batch, stages.analyzer.analyze(list(images)), strict=True):
             results[p] = result
         times["analyze_s"] += time.perf_counter() - t
         if settings.write_full_image:
             full_images.update((p, encode_jpeg(img, settings.jpeg_quality)) for p, img in zip(batch, images))
+
+    batches = [plan[s : s + settings.batch_size] for s in range(0, len(plan), settings.batch_size)]
+    staged = run_overlapped(batches, generate, analyse, overlap=settings.overlap)
+    if settings.overlap:
+        times["analyze_wait_s"] += staged.stage2_wait_s
 
 
 def run_shard_job(

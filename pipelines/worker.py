@@ -34,6 +34,7 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
         max_candidates_per_id=cfg.run.max_candidates_per_id,
         short_classes=cfg.run.short_classes,
         rejected_thumbnails=cfg.run.rejected_thumbnails,
+        overlap=cfg.run.overlap,
     )
 
 

@@ -173,10 +173,11 @@ def test_short_classes_dropped_or_flagged(tmp_path):
 
 
 def test_a_class_does_not_depend_on_its_job_or_batches(tmp_path):
-    """Identity 2 alone in its job, batched differently, gets the same rounds and rows
-    (the identities around it in the job, and their rounds, differ)."""
+    """Identity 2 alone in its job, batched differently, with analysis overlapped, gets the
+    same rounds and rows (the identities around it in the job, and their rounds, differ)."""
     _, rows_all, _ = run(tmp_path / "all", batch_size=3)
-    _, rows_one, members_one = run(tmp_path / "one", job=ShardJob(index=0, id_start=2, id_stop=3), batch_size=5)
+    _, rows_one, members_one = run(tmp_path / "one", job=ShardJob(index=0, id_start=2, id_stop=3), batch_size=5,
+                                   overlap=True)  # each round's batches through run.overlap's thread
     assert [r for r in rows_all if r["id"] == 2] == rows_one
     assert len(per_class(members_one)[2]) == 6
 
