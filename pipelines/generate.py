@@ -18,7 +18,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from pipelines.dispatch import Dispatcher
-from pipelines.planning import plan_jobs
+from pipelines.planning import plan_jobs, run_groups
 from pipelines.progress import RunProgress
 from pipelines.shard_job import Stages
 from pipelines.stages import build_stages, load_bank_embeddings
@@ -143,25 +143,27 @@ def generate(
             "`synthface models record %s`)", cfg.models_dir, cfg.models_dir,
         )
     embeddings = load_bank_embeddings(cfg.run.bank, cfg.run.max_ids)
-    num_ids = len(embeddings)
-    if num_ids == 0:
+    if len(embeddings) == 0:
         raise ConfigError(f"'run.bank': {cfg.run.bank} holds no identities")
+    groups = run_groups(cfg.run, len(embeddings))
+    num_ids = sum(g.num_ids for g in groups)
+    embeddings = embeddings[:num_ids]
     record = run_record(cfg_data, cfg.run.bank, num_ids)
     resuming = check_or_start_run(output, record, restart)
 
-    jobs = plan_jobs(num_ids, cfg.run.ids_per_shard)
+    jobs = plan_jobs(groups, cfg.run.ids_per_shard)
     remove_interrupted_writes(output)
     committed = committed_shards(output)
     todo = [j for j in jobs if j.index not in committed]
     log.info(
-        "%s %s: %d identities, %d shards (%d already committed, %d to do), %d images per identity",
+        "%s %s: %d identities, %d shards (%d already committed, %d to do), images per identity: %s",
         "resuming" if resuming else "starting",
         output.url,
         num_ids,
         len(jobs),
         len(jobs) - len(todo),
         len(todo),
-        cfg.run.images_per_id,
+        " + ".join(f"{g.num_ids} x {g.images_per_id}" for g in groups),
     )
     result = GenerateResult(out=output.url, num_shards=len(jobs), skipped=len(jobs) - len(todo), done=0)
 

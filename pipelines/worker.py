@@ -31,6 +31,10 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
         jpeg_quality=cfg.run.jpeg_quality,
         write_full_image=cfg.run.write_full_image,
         inter_class=cfg.run.inter_class,
+        oversample=cfg.run.oversample,
+        max_candidates_per_id=cfg.run.max_candidates_per_id,
+        short_classes=cfg.run.short_classes,
+        rejected_thumbnails=cfg.run.rejected_thumbnails,
         overlap=cfg.run.overlap,
     )
 

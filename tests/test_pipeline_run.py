@@ -98,6 +98,27 @@ def test_rerun_resumes_and_refuses_a_different_config(baseline, tiny_models, ban
     assert {p.name: p.read_bytes() for p in out.glob("shard-*.tar")} == tars
 
 
+def test_mixed_protocol_in_one_run(ray_cluster, tiny_models, bank, tmp_path):
+    """run.groups: 3 identities x 3 images then 2 x 1, topped up in rounds; jobs stay inside a group."""
+    support.ship_by_value()
+    groups = [{"num_ids": 3, "images_per_id": 3}, {"num_ids": 2, "images_per_id": 1}]
+    cfg = config(tiny_models, bank, groups=groups, max_candidates_per_id=None, oversample=1.0, short_classes="drop")
+    out = tmp_path / "ds"
+    result = generate(cfg, str(out), stages_factory=support.build_real_stages)
+    assert result.ok and result.num_shards == 3  # ids 0-1, 2 (end of the first group), 3-4
+    report = verify_dataset(str(out))  # also checks every class has exactly its group's size
+    assert report.ok, report.problems
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["num_classes"] == 5
+    assert [(s["ids"], s["images_per_id"]) for s in dataset["shards"]] == [([0, 2], 3), ([2, 3], 3), ([3, 5], 1)]
+    counts: dict[int, int] = {}
+    for key in keys_of(out):
+        counts[int(key[:7])] = counts.get(int(key[:7]), 0) + 1
+    assert counts and all(n == (3 if i < 3 else 1) for i, n in counts.items())
+    assert dataset["candidates_per_image"] == dataset["num_candidates"] / dataset["num_images"]
+    assert "| images per identity (class size: accepted images) | 3 x 3 + 2 x 1 |" in (out / "README.md").read_text()
+
+
 def test_asking_for_gpus_the_cluster_lacks_is_a_config_error(ray_cluster, tiny_models, bank, tmp_path):
     with pytest.raises(ConfigError, match="'run.gpus_per_worker' is 1.0 but the Ray cluster has 0 GPUs"):
         generate(config(tiny_models, bank, gpus_per_worker=1), str(tmp_path / "ds"))
@@ -240,7 +261,7 @@ def test_cli_embedded_ray_generate_verify_card_and_user_errors(tiny_models, tmp_
 
     bad = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.workers=0")
     assert bad.returncode == 2 and "'run.workers'" in bad.stderr and "Traceback" not in bad.stderr
-    other = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.images_per_id=3")
+    other = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.images_per_id=1")
     assert other.returncode == 2 and "--restart" in other.stderr and "Traceback" not in other.stderr
     missing = cli("generate", "--config", cfg_file, "--out", tmp_path / "x", "--bank", tmp_path / "none.parquet")
     assert missing.returncode == 2 and "none.parquet" in missing.stderr and "Traceback" not in missing.stderr

@@ -200,13 +200,12 @@ def write_manifest(
     shards = [committed[k] for k in sorted(committed)]
     sizes = {f"{s['shard']}.tar": int(s["num_samples"]) for s in shards}
     missing = [shard_name(k) for k in range(num_shards) if k not in committed]
-    reasons: dict[str, int] = {}
-    class_reasons: dict[str, int] = {}
+    totals: dict[str, dict[str, int]] = {"reasons": {}, "class_reasons": {}, "class_flags": {}}
     for s in shards:
-        for r, n in s.get("reasons", {}).items():
-            reasons[r] = reasons.get(r, 0) + int(n)
-        for r, n in s.get("class_reasons", {}).items():
-            class_reasons[r] = class_reasons.get(r, 0) + int(n)
+        for what, counts in totals.items():
+            for r, n in s.get(what, {}).items():
+                counts[r] = counts.get(r, 0) + int(n)
+    reasons, class_reasons = totals["reasons"], totals["class_reasons"]
     num_images = sum(sizes.values())
     num_candidates = sum(int(s["num_candidates"]) for s in shards)
     cfg = record["config"]
@@ -229,8 +228,12 @@ def write_manifest(
         "num_images": num_images,
         "num_candidates": num_candidates,
         "acceptance_rate": (num_images / num_candidates) if num_candidates else 0.0,
+        # what a kept image cost: candidates generated (all rounds, all classes) per image written
+        "candidates_per_image": (num_candidates / num_images) if num_images else None,
+        "topup_candidates": sum(int(s.get("topup_candidates", 0)) for s in shards),
         "reasons": dict(sorted(reasons.items())),
         "class_reasons": dict(sorted(class_reasons.items())),
+        "class_flags": dict(sorted(totals["class_flags"].items())),
         "sample": {"key": "{id:07d}_{index:03d}", "jpg": "aligned 112x112 RGB", "cls": "identity id", "json": "metadata"},
         "shards": [
             {
@@ -238,6 +241,7 @@ def write_manifest(
                 "num_samples": int(s["num_samples"]),
                 "num_candidates": int(s["num_candidates"]),
                 "ids": [int(s["id_start"]), int(s["id_stop"])],
+                "images_per_id": s.get("images_per_id"),
             }
             for s in shards
         ],
