@@ -82,8 +82,10 @@ def iter_members(stream, url: str = "") -> Iterator[tuple[str, bytes]]:
         if first and header.startswith(_COMPRESSED):
             raise _Fallback
         first = False
-        if len(header) < _BLOCK or (header[0] == 0 and header.count(0) == _BLOCK):
-            return  # end-of-archive blocks (or a stream that simply ends)
+        if not header or (len(header) == _BLOCK and header[0] == 0 and header.count(0) == _BLOCK):
+            return  # end-of-archive blocks (or a stream that ends between members)
+        if len(header) < _BLOCK:
+            raise InputDataError(f"shard {url}: truncated tar header")
         # ustar/pax headers (what webdataset and tarfile write) carry a magic;
         # others get the full checksum test
         if header[257:262] != b"ustar" and _number(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
@@ -96,8 +98,8 @@ def iter_members(stream, url: str = "") -> Iterator[tuple[str, bytes]]:
         if len(data) < size:
             raise InputDataError(f"shard {url}: truncated tar member")
         pad = -size % _BLOCK
-        if pad:
-            reader.take(pad)
+        if pad and len(reader.take(pad)) < pad:
+            raise InputDataError(f"shard {url}: truncated tar member")
         if kind == b"x":
             pax = _pax(data)
             continue
