@@ -136,6 +136,10 @@ def generate(
     num_ids = len(embeddings)
     if num_ids == 0:
         raise ConfigError(f"'run.bank': {cfg.run.bank} holds no identities")
+    if cfg.generation.reference.enabled:  # fail here, not in every worker: no images listed, folder gone
+        from pipelines.stages import make_reference
+
+        make_reference(cfg)
     record = run_record(cfg_data, cfg.run.bank, num_ids)
     resuming = check_or_start_run(output, record, restart)
 

@@ -28,7 +28,7 @@ from synthface.shards.writer import ShardWriter, encode_jpeg, sample_key
 
 
 class Generator(Protocol):
-    def generate(self, id_vectors: np.ndarray, seeds: Sequence[int]) -> np.ndarray: ...
+    def generate(self, id_vectors: np.ndarray, seeds: Sequence[int], **inputs: Any) -> np.ndarray: ...
     def describe(self) -> dict: ...
 
 
@@ -60,6 +60,8 @@ class Stages:
     analyzer: Analyzer
     id_filter: Filter
     jitter: Jitter | None = None
+    # generation.reference: each candidate starts from one of its identity's images
+    reference: Any | None = None  # synthface.generation.reference.ReferenceSource
 
 
 @dataclass
@@ -76,6 +78,28 @@ class JobSettings:
 
 def _f(value) -> float | None:
     return None if value is None else float(value)
+
+
+def candidate_inputs(
+    batch: Sequence[tuple[int, int]], embeddings: np.ndarray, stages: Stages, run_seed: int
+) -> tuple[np.ndarray, dict[str, Any], dict[tuple[int, int], dict]]:
+    """What the generator gets for a batch of (identity, index) candidates, each from
+    (run seed, identity, index) only: the conditioning vectors, the extra keyword
+    inputs of ``generate`` (none when every option is off), and per candidate what
+    to record with its sample."""
+    vectors, references, records = [], [], {}
+    for i, k in batch:
+        vector = stages.jitter(embeddings[i], run_seed, i, k) if stages.jitter else embeddings[i]
+        if stages.reference is not None:
+            ref = stages.reference.candidate(run_seed, i, k, vector)
+            vector = ref.vector
+            references.append(ref.image)
+            records[(i, k)] = {"reference": ref.record}
+        vectors.append(vector)
+    inputs: dict[str, Any] = {}
+    if stages.reference is not None:
+        inputs["reference_images"] = references
+    return np.stack(vectors).astype(np.float32), inputs, records
 
 
 def run_shard_job(
@@ -100,17 +124,14 @@ def run_shard_job(
     seeds = {(i, k): image_seed(settings.run_seed, i, k) for i, k in plan}
 
     results: dict[tuple[int, int], Any] = {}
+    records: dict[tuple[int, int], dict] = {}  # per candidate: the generator inputs worth recording
     full_images: dict[tuple[int, int], bytes] = {}  # encoded at once: full-size arrays would not fit
     for start in range(0, len(plan), settings.batch_size):
         batch = plan[start : start + settings.batch_size]
         t = time.perf_counter()
-        vectors = np.stack(
-            [
-                stages.jitter(embeddings[i], settings.run_seed, i, k) if stages.jitter else embeddings[i]
-                for i, k in batch
-            ]
-        ).astype(np.float32)
-        images = stages.generator.generate(vectors, [seeds[p] for p in batch])
+        vectors, inputs, batch_records = candidate_inputs(batch, embeddings, stages, settings.run_seed)
+        records.update(batch_records)
+        images = stages.generator.generate(vectors, [seeds[p] for p in batch], **inputs)
         times["generate_s"] += time.perf_counter() - t
         t = time.perf_counter()
         for p, result in zip(batch, stages.analyzer.analyze(list(images)), strict=True):
@@ -149,6 +170,8 @@ def run_shard_job(
         accepted = bool(decision.accepted) and class_reason is None
         reason = None if accepted else (decision.reason if not decision.accepted else class_reason)
         reasons[reason or "accepted"] += 1
+        record = records.get((i, k), {})
+        reference = record.get("reference")
         writer.add_candidate(
             {
                 "key": sample_key(i, k),
@@ -163,6 +186,8 @@ def run_shard_job(
                 "num_faces": int(result.num_faces),
                 "class_kept": class_reason is None,
                 "class_reason": class_reason or class_flags.get(i),
+                "reference_image": reference and reference["image"],
+                "reference_strength": reference and reference["strength"],
             }
         )
         if accepted:
@@ -179,6 +204,7 @@ def run_shard_job(
                     "bbox": None if result.bbox is None else np.asarray(result.bbox, dtype=float).round(2),
                     "landmarks": None if result.landmarks is None else np.asarray(result.landmarks, dtype=float).round(2),
                     "generator": sample_generator,
+                    **record,
                     **({"class_flag": class_flags[i]} if i in class_flags else {}),
                 },
                 full_image=full_images.get((i, k)),

@@ -49,6 +49,10 @@ CANDIDATE_SCHEMA = pa.schema(
         ("num_faces", pa.int32()),
         ("class_kept", pa.bool_()),
         ("class_reason", pa.string()),
+        # generation.reference: the identity image the candidate started from (relative
+        # to the bank's image folder) and the noise strength; null when the mode is off
+        ("reference_image", pa.string()),
+        ("reference_strength", pa.float32()),
     ]
 )
 
