@@ -108,19 +108,20 @@ def from_images(
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     write_bank(bank, out)
+    # plain lines (not rich): file names must not be wrapped or styled
     for s in report.skipped:
-        console.print(f"  skipped {s.path}: {s.reason}" + (f" ({s.detail})" if s.detail else ""), highlight=False, markup=False)
+        typer.echo(f"  skipped {s.path}: {s.reason}" + (f" ({s.detail})" if s.detail else ""))
     for s in report.dropped:
-        console.print(f"  dropped identity {s.path}: {s.reason} ({s.detail})", highlight=False, markup=False)
+        typer.echo(f"  dropped identity {s.path}: {s.reason} ({s.detail})")
     sc = report.screen
-    console.print(
-        f"wrote [bold]{out}[/]: {report.identities} identities from {report.folders} folders "
+    typer.echo(
+        f"wrote {out}: {report.identities} identities from {report.folders} folders "
         f"({report.images_embedded}/{report.images_found} images embedded, {report.embedding_dim}-d); "
         f"{len(report.skipped)} files skipped, {len(report.dropped)} identities dropped "
         f"(screens: {sc['rejected_separation']} separation, {sc['rejected_novelty']} novelty)"
     )
     if report.embedding_dim != 512:
-        console.print(f"note: {report.embedding_dim}-d vectors: generation needs a bank made with a 512-d recognizer (Arc2Face's arcface.onnx)")
+        typer.echo(f"note: {report.embedding_dim}-d vectors: generation needs a bank made with a 512-d recognizer (Arc2Face's arcface.onnx)")
     _print_stats(bank)
 
 
