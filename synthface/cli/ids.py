@@ -97,8 +97,9 @@ def from_images(
     from synthface.identity.bank import write_bank
     from synthface.identity.from_images import bank_from_images
 
-    cfg, _, _ = _load_config(config, overrides, models, detector, recognizer)
-    _, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, cfg.identity.from_images.det_size)
+    cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer)
+    # renders and photos: faces can be small, so detect at identity.from_images.det_size (validated there)
+    faces_cfg = faces_cfg.model_copy(update={"det_size": cfg.identity.from_images.det_size})
     analyzer = FaceAnalyzer.from_config(models_dir, faces_cfg)
     with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
