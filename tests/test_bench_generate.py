@@ -13,7 +13,7 @@ from synthface.bench.generation import nominal_tflop, unet_passes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_bench(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """`synthface bench generate ARGS`, run as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "synthface", "bench", "generate", *map(str, args)],
