@@ -95,9 +95,9 @@ def embed_gallery(
             progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - t0):.1f} img/s")
 
         for f in embed_files(analyzer, paths, faces_cfg.batch_size, advance):  # report rows in file order
-            row = {"image": f.path.name, "row": -1, "det_score": round(f.det_score, 4), "num_faces": f.num_faces}
-            if f.reason == "unreadable":
-                row = {"image": f.path.name, "row": -1}
+            row = {"image": f.path.name, "row": -1}
+            if f.reason != "unreadable":  # an unreadable file was never analysed
+                row.update(det_score=round(f.det_score, 4), num_faces=f.num_faces)
             if f.ok:
                 row.update(row=len(embeddings), status="ok", reason="", detail=f.detail)
                 embeddings.append(f.embedding)
