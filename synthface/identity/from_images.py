@@ -315,7 +315,12 @@ def read_reference_images(bank_path: str | Path, root: str | Path | None = None)
         )
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     meta = json.loads(raw) if raw else {}
-    folder = Path(root) if root else Path(meta.get("images_root", ""))
+    recorded = root or meta.get("images_root")
+    if not recorded:
+        raise InputDataError(
+            f"identity bank {bank_path} records no image folder; set generation.reference.images_root"
+        )
+    folder = Path(recorded)
     if not folder.is_dir():
         raise InputDataError(
             f"identity bank {bank_path}: its image folder {folder} is not here; set generation.reference.images_root "
