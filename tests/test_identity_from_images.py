@@ -138,6 +138,15 @@ def test_bad_input_is_reported_and_named(tiny_analyzer, tmp_path):
     assert bank.table.column("images").to_pylist()[0] == ["p0/0.png", "p0/1.png", "p0/2.png"]
     assert bank.metadata["images_root"] == str(root.resolve())
     assert {s["path"] for s in bank.metadata["skipped"]} == set(skipped)
+    # the images moved: reference mode says where to point it, and images_root does
+    from synthface.identity.bank import write_bank
+
+    path = write_bank(bank, tmp_path / "bank.parquet")
+    root.rename(tmp_path / "moved")
+    with pytest.raises(InputDataError, match="generation.reference.images_root"):
+        read_reference_images(path)
+    refs = read_reference_images(path, tmp_path / "moved")
+    assert refs.path(2, 1) == tmp_path / "moved" / "p2" / "1.png" and refs.path(2, 1).is_file()
 
 
 def test_nothing_usable_is_one_error(tiny_analyzer, tmp_path):
