@@ -137,12 +137,13 @@ def test_download_puts_every_file_at_its_layout_path_and_records_revisions(tmp_p
         target.write_text(f"{repo_id}:{filename}@{revision}")
         return str(target)
 
-    def fake_info(self, repo_id, revision=None, timeout=None):
-        return types.SimpleNamespace(sha=f"sha-of-{repo_id.split('/')[0]}")
+    def fake_info(self, repo_id, revision=None, timeout=None, files_metadata=False):
+        return types.SimpleNamespace(sha=f"sha-of-{repo_id.split('/')[0]}", siblings=[])
 
     monkeypatch.setattr(dl, "check_connectivity", lambda root: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", fake_info)
+    monkeypatch.setattr(dl, "known_mismatch", lambda *a: None)  # the fake detector is not the pinned file
 
     root = dl.download(tmp_path / "models", include_lcm_lora=True, detector_repo="someone/antelope-mirror")
     report = check(root)

@@ -30,8 +30,19 @@ def models_download(
     def show(f) -> None:
         typer.echo(f"fetching {f.path}  <- {f.repo}:{f.repo_path}")
 
-    download(to, include_lcm_lora=lcm_lora, revision=revision, detector_repo=detector_repo, progress=show)
-    typer.echo(f"model folder ready: {to} (check it with `synthface models check {to}`)")
+    def checked(f, entry: dict) -> None:
+        how = (
+            "matches the known-good sha256 shipped with synthface"
+            if entry["pinned"]
+            else "UNPINNED: synthface ships no known-good sha256 for this file; recorded as downloaded"
+        )
+        typer.echo(f"  {f.path}: {entry['size']} bytes, sha256 {entry['sha256']}, {how}")
+
+    download(to, include_lcm_lora=lcm_lora, revision=revision, detector_repo=detector_repo, progress=show, checked=checked)
+    typer.echo(
+        f"model folder ready: {to}; sha256 and size of every file recorded in {to}/synthface-models.json "
+        f"(re-check them with `synthface models check {to} --verify`)"
+    )
 
 
 def _size(n: int | None) -> str:
@@ -45,8 +56,18 @@ def _size(n: int | None) -> str:
 
 
 @models_app.command("check")
-def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> None:
-    """List which model files are present, which are missing, and how to get them (exit 1 if any required is missing)."""
+def models_check(
+    folder: Path = typer.Argument(..., help="Model folder."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Re-hash every file and compare with the sha256 recorded in synthface-models.json."
+    ),
+) -> None:
+    """List which model files are present, which are missing, and how to get them (exit 1 if any required is missing).
+
+    Also compares the files with the sizes and hashes recorded in synthface-models.json
+    (cheap size + mtime check; every file re-hashed with --verify); a differing file
+    stops with a message naming it (exit 2).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -56,8 +77,9 @@ def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> No
     report = check(folder)
     if not report.exists:
         raise MissingModelError(missing_folder_message(folder))
+    recorded = (report.manifest or {}).get("files") or {}
     table = Table(title=f"model folder {folder} (origin: {report.origin})", show_lines=False)
-    for col in ("status", "file", "size", "part", "how to get it"):
+    for col in ("status", "file", "size", "sha256", "part", "how to get it"):
         table.add_column(col, overflow="fold", no_wrap=col == "file")
     for s in report.files:
         if s.present:
@@ -67,7 +89,9 @@ def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> No
         else:
             status = "[yellow]optional, absent[/]"
         how = "" if s.present else f"{s.file.repo} : {s.file.repo_path}"
-        table.add_row(status, s.found_as or s.file.path, _size(s.size), s.file.part, how)
+        entry = recorded.get(s.found_as or s.file.path)
+        pin = "-" if entry is None else ("pinned" if entry.get("pinned") else "unpinned")
+        table.add_row(status, s.found_as or s.file.path, _size(s.size), pin, s.file.part, how)
     Console(width=160).print(table)
     missing = report.missing_required
     if missing:
@@ -79,6 +103,44 @@ def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> No
     lcm = next(s for s in report.files if not s.file.required)
     extra = "" if lcm.present else f"; LCM-LoRA absent (optional: `synthface models download --to {folder} --lcm-lora`)"
     typer.echo(f"all required model files present{extra}")
+    _check_recorded(folder, recorded, verify)
+
+
+def _check_recorded(folder: Path, recorded: dict, verify: bool) -> None:
+    from synthface.models.integrity import check_files
+
+    if not recorded and not verify:
+        typer.echo(
+            f"no sha256 recorded in {folder}/synthface-models.json: `generate` will refuse this folder until "
+            f"you record them with `synthface models record {folder}`"
+        )
+        return
+    checked = check_files(folder, full=verify)  # raises ModelIntegrityError naming the file
+    pinned = sum(1 for e in checked.values() if e["pinned"])
+    how = "re-hashed, sha256 matches" if verify else "size + mtime match (re-hash with --verify)"
+    typer.echo(
+        f"{len(checked)} recorded file(s) checked: {how}; {pinned} pinned to a known-good sha256, "
+        f"{len(checked) - pinned} unpinned"
+    )
+
+
+@models_app.command("record")
+def models_record(folder: Path = typer.Argument(..., help="Model folder.")) -> None:
+    """Hash the model files now in FOLDER into its synthface-models.json.
+
+    For a folder assembled by hand or downloaded before synthface recorded hashes:
+    only run it on files you trust, since `generate` and `models check` then treat
+    them as the reference.
+    """
+    from synthface.models.integrity import known_mismatch, record_folder
+
+    files = record_folder(folder)
+    for rel, entry in files.items():
+        warning = known_mismatch(folder, rel, entry["sha256"], entry["size"])
+        if warning:
+            typer.echo(f"warning: {warning} (recorded anyway, as unpinned)")
+    pinned = sum(1 for e in files.values() if e["pinned"])
+    typer.echo(f"recorded {len(files)} file(s) in {folder}/synthface-models.json ({pinned} pinned to a known-good sha256)")
 
 
 @models_app.command("init-tiny")

@@ -277,4 +277,8 @@ def init_tiny(root: str | Path, with_lcm_lora: bool = False, with_face_models: b
         parts["faces"] = {"repo": "tiny-random", "revision": None}
 
     write_manifest(root, "tiny-random", parts, {"seed": TINY_SEED})
+    # the same sha256/size records as a download, so tests run the checks real folders get
+    from synthface.models.integrity import record_folder
+
+    record_folder(root, source="tiny-random")
     return root

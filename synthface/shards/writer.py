@@ -53,8 +53,12 @@ CANDIDATE_SCHEMA = pa.schema(
         # to the bank's image folder) and the noise strength; null when the mode is off
         ("reference_image", pa.string()),
         ("reference_strength", pa.float32()),
+        # small JPEG of a rejected candidate's aligned face (run.rejected_thumbnails), for the card
+        ("thumb", pa.binary()),
     ]
 )
+THUMB_SIZE = 56
+THUMB_QUALITY = 80
 
 
 def shard_name(index: int) -> str:
@@ -72,6 +76,15 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
         raise ValueError(f"expected uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def thumbnail_jpeg(aligned: np.ndarray) -> bytes:
+    """A THUMB_SIZE px JPEG of an aligned crop (~1 KB)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(aligned, np.uint8)).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR).save(
+        buf, format="JPEG", quality=THUMB_QUALITY
+    )
     return buf.getvalue()
 
 
