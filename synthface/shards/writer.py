@@ -53,6 +53,14 @@ CANDIDATE_SCHEMA = pa.schema(
         # to the bank's image folder) and the noise strength; null when the mode is off
         ("reference_image", pa.string()),
         ("reference_strength", pa.float32()),
+        # head pose of the detected face, degrees (synthface.faces.head_pose); null without a face
+        ("yaw", pa.float32()),
+        ("pitch", pa.float32()),
+        ("roll", pa.float32()),
+        # per-candidate controls (generation.expression / generation.pose); null when off
+        ("expression", pa.list_(pa.float32())),
+        ("expression_row", pa.int32()),
+        ("pose_control", pa.string()),
         # small JPEG of a rejected candidate's aligned face (run.rejected_thumbnails), for the card
         ("thumb", pa.binary()),
     ]
