@@ -24,6 +24,7 @@ from pipelines.shard_job import Stages
 from pipelines.stages import build_stages, load_bank_embeddings
 from synthface.errors import ConfigError, RunStateError
 from synthface.factory_config import FactoryConfig
+from synthface.generation.controls import control_sampler
 from synthface.models.integrity import verify_model_folder
 from synthface.shards.manifest import check_or_start_run, describe_models, run_record, write_manifest
 from synthface.shards.storage import Output, fsspec_env
@@ -114,6 +115,15 @@ def worker_config(cfg_data: dict[str, Any]) -> dict[str, Any]:
     models = Path(data.get("models_dir", ""))
     if not models.is_absolute() and models.is_dir():
         data["models_dir"] = str(models.resolve())
+    # the control pools (generation.expression.pool, generation.pose.pool) likewise
+    generation = data.get("generation")
+    if isinstance(generation, dict):
+        generation = data["generation"] = dict(generation)
+        for section in ("expression", "pose"):
+            part = generation.get(section)
+            pool = part.get("pool") if isinstance(part, dict) else None
+            if pool and not Path(pool).is_absolute() and Path(pool).exists():
+                generation[section] = {**part, "pool": str(Path(pool).resolve())}
     return data
 
 
@@ -145,6 +155,7 @@ def generate(
     embeddings = load_bank_embeddings(cfg.run.bank, cfg.run.max_ids)
     if len(embeddings) == 0:
         raise ConfigError(f"'run.bank': {cfg.run.bank} holds no identities")
+    control_sampler(cfg.generation, cfg.seed)  # a bad control pool fails here, before anything is written
     groups = run_groups(cfg.run, len(embeddings))
     num_ids = sum(g.num_ids for g in groups)
     embeddings = embeddings[:num_ids]

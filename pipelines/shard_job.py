@@ -51,7 +51,7 @@ class Filter(Protocol):
 
 SAMPLE_GENERATOR_KEYS = (
     "model", "models_origin", "scheduler", "steps", "guidance", "guidance_fraction", "guided_steps",
-    "lcm_lora", "height", "width", "dtype",
+    "lcm_lora", "height", "width", "dtype", "expression", "pose",
 )
 
 # (embedding, run_seed, identity_id, image_index) -> jittered embedding
@@ -66,6 +66,8 @@ class Stages:
     analyzer: Analyzer
     id_filter: Filter
     jitter: Jitter | None = None
+    # per-candidate expression / pose controls (synthface.generation.controls.ControlSampler); None = off
+    controls: Any = None
 
 
 @dataclass
@@ -87,6 +89,14 @@ class JobSettings:
 
 def _f(value) -> float | None:
     return None if value is None else float(value)
+
+
+def head_pose_fields(result) -> dict[str, float | None]:
+    """yaw / pitch / roll (degrees, 2 decimals) of an analysed image, None without a face."""
+    pose = getattr(result, "head_pose", None)
+    if pose is None:
+        return {"yaw": None, "pitch": None, "roll": None}
+    return {name: round(float(v), 2) for name, v in zip(("yaw", "pitch", "roll"), pose)}
 
 
 def next_round_size(images_per_id: int, accepted: int, candidates: int, cap: int, oversample: float) -> int:
@@ -117,6 +127,7 @@ def _generate_and_analyse(
     results: dict[tuple[int, int], Any],
     full_images: dict[tuple[int, int], bytes],
     times: Counter,
+    controls: dict[tuple[int, int], Any] | None = None,
 ) -> None:
     """Process these (identity, image index) candidates: generate in batches and analyse
     each batch right away (so full-size images are not held); fills ``results``."""
@@ -129,7 +140,8 @@ def _generate_and_analyse(
                 for i, k in batch
             ]
         ).astype(np.float32)
-        images = stages.generator.generate(vectors, [seeds[p] for p in batch])
+        control_kwargs = stages.controls.generate_kwargs([controls[p] for p in batch]) if controls else {}
+        images = stages.generator.generate(vectors, [seeds[p] for p in batch], **control_kwargs)
         times["generate_s"] += time.perf_counter() - t
         return images
 
@@ -180,6 +192,8 @@ def run_shard_job(
     results: dict[tuple[int, int], Any] = {}
     full_images: dict[tuple[int, int], bytes] = {}  # encoded at once: full-size arrays would not fit
     seeds: dict[tuple[int, int], int] = {}
+    # each candidate's controls, from (run seed, id, index) only; stays {} when all are off
+    controls: dict[tuple[int, int], Any] = {}
     generated = {i: 0 for i in ids}  # candidates so far: indices 0..generated[i]-1
     decisions = {}
     todo = {i: first_round(class_size, settings.oversample, cap) for i in ids}
@@ -187,7 +201,9 @@ def run_shard_job(
     while todo:
         plan = [(i, k) for i in ids if i in todo for k in range(generated[i], generated[i] + todo[i])]
         seeds.update((p, image_seed(settings.run_seed, *p)) for p in plan)
-        _generate_and_analyse(plan, embeddings, stages, settings, seeds, results, full_images, times)
+        if stages.controls is not None:
+            controls.update((p, stages.controls.for_candidate(*p)) for p in plan)
+        _generate_and_analyse(plan, embeddings, stages, settings, seeds, results, full_images, times, controls)
         rounds += 1
         # Judge each class of the round on all its candidates (the filter is class-wide:
         # a new image can move the centre). The bank embedding is the target when the
@@ -250,6 +266,8 @@ def run_shard_job(
                 reason = None if k in members[i] else SURPLUS_REASON
             accepted = reason is None
             reasons[reason or "accepted"] += 1
+            pose = head_pose_fields(result)
+            control_record = controls[(i, k)].record() if controls else {}
             writer.add_candidate(
                 {
                     "key": sample_key(i, k),
@@ -269,6 +287,8 @@ def run_shard_job(
                         if settings.rejected_thumbnails and not accepted and result.aligned is not None
                         else None
                     ),
+                    **pose,
+                    **control_record,
                 }
             )
             if accepted:
@@ -285,6 +305,8 @@ def run_shard_job(
                         "bbox": None if result.bbox is None else np.asarray(result.bbox, dtype=float).round(2),
                         "landmarks": None if result.landmarks is None else np.asarray(result.landmarks, dtype=float).round(2),
                         "generator": sample_generator,
+                        "head_pose": pose,
+                        **({"controls": control_record} if control_record else {}),
                         **({"class_flag": class_flag} if class_flag else {}),
                     },
                     full_image=full_images.get((i, k)),
@@ -307,6 +329,7 @@ def run_shard_job(
         "rounds": rounds,
         "topup_candidates": num_candidates - len(ids) * first_round(class_size, settings.oversample, cap),
         "generator": generator_info,
+        **({"controls": stages.controls.describe()} if stages.controls is not None else {}),
         "attempt": attempt,
         "host": platform.node(),
         "pid": os.getpid(),

@@ -23,6 +23,8 @@ def models_download(
     lcm_lora: bool = typer.Option(False, "--lcm-lora", help="Also fetch the optional LCM-LoRA (few-step mode)."),
     revision: str = typer.Option(None, "--revision", help="Pin the FoivosPar/Arc2Face revision (branch, tag, commit)."),
     detector_repo: str = typer.Option(None, "--detector-repo", help="Hub repo holding scrfd_10g_bnkps.onnx (antelopev2 mirror)."),
+    controlnet: bool = typer.Option(False, "--controlnet", help="Also fetch Arc2Face's pose ControlNet (generation.pose)."),
+    exp_adapter: bool = typer.Option(False, "--exp-adapter", help="Also fetch Arc2Face's expression adapter (generation.expression)."),
 ) -> None:
     """Download Arc2Face, the SD 1.5 parts and the face models from the Hugging Face hub."""
     from synthface.models.hub import download
@@ -38,7 +40,10 @@ def models_download(
         )
         typer.echo(f"  {f.path}: {entry['size']} bytes, sha256 {entry['sha256']}, {how}")
 
-    download(to, include_lcm_lora=lcm_lora, revision=revision, detector_repo=detector_repo, progress=show, checked=checked)
+    download(
+        to, include_lcm_lora=lcm_lora, revision=revision, detector_repo=detector_repo, progress=show, checked=checked,
+        include_controlnet=controlnet, include_exp_adapter=exp_adapter,
+    )
     typer.echo(
         f"model folder ready: {to}; sha256 and size of every file recorded in {to}/synthface-models.json "
         f"(re-check them with `synthface models check {to} --verify`)"
@@ -100,8 +105,11 @@ def models_check(
             f"(or `synthface models init-tiny DIR` for a tiny test folder)"
         )
         raise typer.Exit(1)
-    lcm = next(s for s in report.files if not s.file.required)
-    extra = "" if lcm.present else f"; LCM-LoRA absent (optional: `synthface models download --to {folder} --lcm-lora`)"
+    absent = sorted({s.file.extra for s in report.files if s.file.extra and not s.present})
+    names = {"lcm-lora": "LCM-LoRA", "controlnet": "pose ControlNet", "exp-adapter": "expression adapter"}
+    extra = "".join(
+        f"; {names.get(e, e)} absent (optional: `synthface models download --to {folder} --{e}`)" for e in absent
+    )
     typer.echo(f"all required model files present{extra}")
     _check_recorded(folder, recorded, verify)
 
@@ -147,6 +155,8 @@ def models_record(folder: Path = typer.Argument(..., help="Model folder.")) -> N
 def models_init_tiny(
     folder: Path = typer.Argument(..., help="Folder to write (must be empty, absent, or an earlier tiny folder)."),
     lcm_lora: bool = typer.Option(False, "--lcm-lora", help="Also write a tiny random LCM-LoRA."),
+    controlnet: bool = typer.Option(False, "--controlnet", help="Also write a tiny random pose ControlNet."),
+    exp_adapter: bool = typer.Option(False, "--exp-adapter", help="Also write a tiny random expression adapter."),
 ) -> None:
     """Write a tiny random-weight model folder (same classes, layout and file formats as the real one)."""
     from synthface.errors import RunStateError
@@ -164,7 +174,7 @@ def models_init_tiny(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunStateError(f"cannot create the model folder {folder}: {exc.strerror or exc}") from None
-    init_tiny(folder, with_lcm_lora=lcm_lora)
+    init_tiny(folder, with_lcm_lora=lcm_lora, with_controlnet=controlnet, with_exp_adapter=exp_adapter)
     typer.echo(f"tiny random-weight model folder written: {folder}")
 
 
@@ -244,6 +254,9 @@ def sample(
     wanted = parse_ids(ids)
     vectors = read_bank_vectors(bank, wanted)
     jitter_vec = jitter_fn(cfg) if jitter and cfg.identity.jitter.enabled else None
+    from synthface.generation.controls import control_sampler
+
+    controls = control_sampler(cfg.generation, cfg.seed)  # checks the control pools before the model load
     try:  # before the slow model load, so a bad --out fails at once
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -269,7 +282,8 @@ def sample(
         batch = cfg.generation.batch_size
         for start in range(0, len(jobs), batch):
             chunk = jobs[start : start + batch]
-            result = generator.generate(np.stack([j[2] for j in chunk]), [j[3] for j in chunk])
+            kwargs = controls.generate_kwargs([controls.for_candidate(j[0], j[1]) for j in chunk]) if controls else {}
+            result = generator.generate(np.stack([j[2] for j in chunk]), [j[3] for j in chunk], **kwargs)
             for (identity, index, _, _), image in zip(chunk, result):
                 images[identity, index] = image
                 save_png(image, out / f"{identity:07d}_{index:03d}.png")
@@ -286,7 +300,11 @@ def sample(
         "seed": cfg.seed,
         "bank": str(bank),
         "jitter": jitter_vec is not None,
-        "images": [{"id": i, "index": k, "seed": s, "file": f"{i:07d}_{k:03d}.png"} for i, k, _, s in jobs],
+        "images": [
+            {"id": i, "index": k, "seed": s, "file": f"{i:07d}_{k:03d}.png",
+             **({"controls": controls.for_candidate(i, k).record()} if controls else {})}
+            for i, k, _, s in jobs
+        ],
         "load_seconds": round(load_s, 3),
         "generate_seconds": round(gen_s, 3),
     }
@@ -296,6 +314,30 @@ def sample(
         f"({gen_s / len(jobs):.3f} s/image, {generator.describe()['scheduler']} x{generator.steps} steps, "
         f"jitter {'on' if jitter_vec else 'off'})"
     )
+
+
+# ---------------------------------------------------------------- pose pool
+def pose_pool(
+    out: Path = typer.Argument(..., help="Folder to write the PNGs into (created)."),
+    count: int = typer.Option(64, "--count", min=1, max=100000, help="Number of control images."),
+    size: int = typer.Option(512, "--size", min=16, max=2048, help="Side in pixels (= generation.height and width)."),
+    yaw_max: float = typer.Option(60.0, "--yaw-max", min=0, max=90, help="Yaw drawn uniformly in [-max, max] degrees."),
+    pitch_max: float = typer.Option(20.0, "--pitch-max", min=0, max=90, help="Pitch range, degrees."),
+    roll_max: float = typer.Option(10.0, "--roll-max", min=0, max=90, help="Roll range, degrees."),
+    seed: int = typer.Option(0, "--seed", min=0),
+) -> None:
+    """Write stand-in normal maps of a simple 3D head at random angles (a pose pool for generation.pose).
+
+    Carries the head's orientation only (an ellipsoid with a nose, not a face);
+    for real normal maps render EMOCA fits (docs/generation.md, "Making a pose pool").
+    """
+    from synthface.errors import InputDataError
+    from synthface.generation.pose_maps import write_pose_pool
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputDataError(f"{out}: not an empty folder; choose a new one (a pool is used as a whole)")
+    paths = write_pose_pool(out, count, size, seed, yaw_max, pitch_max, roll_max)
+    typer.echo(f"wrote {len(paths)} normal maps ({size}x{size}) to {out}")
 
 
 # ---------------------------------------------------------------- bench
@@ -367,3 +409,4 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.add_typer(models_app, name="models")
     app.command("sample")(sample)
+    app.command("pose-pool")(pose_pool)

@@ -55,8 +55,9 @@ def check_connectivity(root: Path, timeout: float = CONNECT_TIMEOUT_S) -> None:
         raise MissingModelError(offline_message(root, f"{host}:{port}: {exc.strerror or exc}")) from None
 
 
-def files_to_fetch(include_lcm_lora: bool) -> list[ModelFile]:
-    return [f for f in MODEL_FILES if f.required or include_lcm_lora]
+def files_to_fetch(include_lcm_lora: bool, include_controlnet: bool = False, include_exp_adapter: bool = False) -> list[ModelFile]:
+    extras = {"lcm-lora": include_lcm_lora, "controlnet": include_controlnet, "exp-adapter": include_exp_adapter}
+    return [f for f in MODEL_FILES if f.required or extras.get(f.extra or "", False)]
 
 
 def download(
@@ -65,6 +66,8 @@ def download(
     revision: str | None = None,
     detector_repo: str | None = None,
     progress: Callable[[ModelFile], None] | None = None,
+    include_controlnet: bool = False,
+    include_exp_adapter: bool = False,
     checked: Callable[[ModelFile, dict], None] | None = None,
 ) -> Path:
     """Download every model file into ``root`` and write ``synthface-models.json``.
@@ -99,7 +102,7 @@ def download(
     def repo_of(f: ModelFile) -> str:
         return detector_repo if (detector_repo and f.repo == ANTELOPEV2_REPO) else f.repo
 
-    for f in files_to_fetch(include_lcm_lora):
+    for f in files_to_fetch(include_lcm_lora, include_controlnet, include_exp_adapter):
         repo = repo_of(f)
         rev = revision if repo == ARC2FACE_REPO else None
         if progress:

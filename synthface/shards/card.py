@@ -4,9 +4,11 @@ Pictures (under ``card/``): ``similarity.png`` (histograms of each candidate's
 similarity to its target identity and to its class centre, accepted against
 rejected), ``identities.png`` (a contact sheet: one row per identity, its
 first accepted aligned crops), ``classes.png`` (per class: mean and spread of
-its images' similarity to the class centre, acceptance) and ``weakest.png``
+its images' similarity to the class centre, acceptance), ``weakest.png``
 (the weakest identities: accepted crops, then rejected candidates with their
-reasons, from the thumbnails the parquet keeps when ``run.rejected_thumbnails``).
+reasons, from the thumbnails the parquet keeps when ``run.rejected_thumbnails``) and
+``head_pose.png`` (the yaw histogram of the accepted images, from the 5-landmark
+head-pose estimate).
 Rebuilt any time by ``synthface card OUT``.
 """
 
@@ -29,11 +31,12 @@ from synthface.shards.storage import Output
 CARD_DIR = "card"
 SIM_PNG = f"{CARD_DIR}/similarity.png"
 SHEET_PNG = f"{CARD_DIR}/identities.png"
+POSE_PNG = f"{CARD_DIR}/head_pose.png"
 CLASSES_PNG = f"{CARD_DIR}/classes.png"
 WEAKEST_PNG = f"{CARD_DIR}/weakest.png"
 NUM_WEAKEST = 10
 # the candidate columns the card's statistics read (not the thumbnails: those only for the weakest)
-STAT_COLUMNS = ["id", "index", "accepted", "reason", "sim_target", "sim_centre", "class_kept", "class_reason"]
+STAT_COLUMNS = ["id", "index", "accepted", "reason", "sim_target", "sim_centre", "class_kept", "class_reason", "yaw"]
 
 
 def read_candidates(output: Output, dataset: dict, shards: list | None = None, columns: list | None = None) -> pa.Table:
@@ -89,6 +92,35 @@ def _similarity_png(
         ax.set_ylabel("candidates")
         if drawn:
             ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def accepted_yaw(candidates: pa.Table) -> np.ndarray:
+    """Yaw (degrees) of the accepted candidates that have one; empty for shards written before head pose."""
+    if candidates.num_rows == 0 or "yaw" not in candidates.column_names:
+        return np.zeros(0)
+    accepted = np.asarray(candidates["accepted"].to_pylist(), dtype=bool)
+    yaw = np.array([np.nan if v is None else v for v in candidates["yaw"].to_pylist()], dtype=float)
+    return yaw[accepted & np.isfinite(yaw)]
+
+
+def _yaw_png(yaw: np.ndarray) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len(yaw) == 0:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.hist(yaw, bins=np.arange(-90, 91, 5), color="tab:blue")
+    ax.set_xlabel("yaw (degrees; > 0: face turned to the image's right)")
+    ax.set_ylabel("accepted images")
+    ax.set_title(f"head yaw of the {len(yaw)} accepted images")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -375,7 +407,8 @@ def _class_size_text(run: dict) -> str:
 
 
 def card_text(
-    dataset: dict, candidates: pa.Table, has_sim: bool, has_sheet: bool, classes: list[str] | None = None
+    dataset: dict, candidates: pa.Table, has_sim: bool, has_sheet: bool, classes: list[str] | None = None,
+    has_pose: bool = False,
 ) -> str:
     cfg = dataset["config"]
     run = cfg.get("run", {})
@@ -429,6 +462,21 @@ def card_text(
         out += ["Filter settings: " + ", ".join(f"`{k}={v}`" for k, v in filt.items()), ""]
     if has_sim:
         out += ["### Similarity", "", f"![similarity histograms]({SIM_PNG})", ""]
+    yaw = accepted_yaw(candidates)
+    if len(yaw):
+        p5, p50, p95 = np.percentile(yaw, [5, 50, 95])
+        pose_rows = [
+            ("accepted images with a head-pose estimate", str(len(yaw))),
+            ("yaw 5th / 50th / 95th percentile", f"{p5:.1f} / {p50:.1f} / {p95:.1f} deg"),
+            ("share with abs(yaw) > 30 deg", f"{np.mean(np.abs(yaw) > 30):.1%}"),
+        ]
+        gen = cfg.get("generation", {})
+        controls = [f"`{k}.mode={gen[k].get('mode')}`" for k in ("expression", "pose") if gen.get(k, {}).get("mode", "off") != "off"]
+        out += ["## Head pose", "", "Estimated from the 5 detected landmarks (a generic 3D face fitted with solvePnP).", ""]
+        out += [_table(pose_rows, ("", "")), ""]
+        out += [f"Controls of this run: {', '.join(controls) if controls else 'none (pose varies only through the seed and jitter)'}.", ""]
+        if has_pose:
+            out += [f"![yaw histogram]({POSE_PNG})", ""]
     out += classes or []
     if has_sheet:
         out += ["## Identities", "", "One row per identity: its first accepted aligned crops.", "", f"![identities]({SHEET_PNG})", ""]
@@ -484,6 +532,9 @@ def write_card(out: str | Output) -> str:
     sheet = _contact_sheet_png(output, dataset)
     if sheet is not None:
         output.write_bytes(SHEET_PNG, sheet)
+    pose = _yaw_png(accepted_yaw(candidates))
+    if pose is not None:
+        output.write_bytes(POSE_PNG, pose)
     per_class = class_stats(candidates)
     classes_png = _classes_png(per_class, filt.get("tau_intra"))
     if classes_png is not None:
@@ -492,6 +543,6 @@ def write_card(out: str | Output) -> str:
     if weakest_png is not None:
         output.write_bytes(WEAKEST_PNG, weakest_png)
     classes = _classes_text(dataset, per_class, candidates, classes_png is not None, weakest_png is not None)
-    text = card_text(dataset, candidates, sim is not None, sheet is not None, classes)
+    text = card_text(dataset, candidates, sim is not None, sheet is not None, classes, pose is not None)
     output.write_bytes(CARD_FILE, text.encode("utf-8"))
     return output.url_of(CARD_FILE)

@@ -49,6 +49,14 @@ CANDIDATE_SCHEMA = pa.schema(
         ("num_faces", pa.int32()),
         ("class_kept", pa.bool_()),
         ("class_reason", pa.string()),
+        # head pose of the detected face, degrees (synthface.faces.head_pose); null without a face
+        ("yaw", pa.float32()),
+        ("pitch", pa.float32()),
+        ("roll", pa.float32()),
+        # per-candidate controls (generation.expression / generation.pose); null when off
+        ("expression", pa.list_(pa.float32())),
+        ("expression_row", pa.int32()),
+        ("pose_control", pa.string()),
         # small JPEG of a rejected candidate's aligned face (run.rejected_thumbnails), for the card
         ("thumb", pa.binary()),
     ]
