@@ -71,7 +71,7 @@ class JobSettings:
     batch_size: int
     jpeg_quality: int
     write_full_image: bool
-    inter_class: str  # "shard" | "off"
+    inter_class: str  # "dataset" | "shard" | "off"
 
 
 def _f(value) -> float | None:
@@ -131,7 +131,7 @@ def run_shard_job(
         decisions[i] = stages.id_filter.filter_class(target, [results[(i, k)] for k in range(settings.images_per_id)])
     class_reasons = {i: (None if d.kept else d.reason) for i, d in decisions.items()}
     class_flags: dict[int, str] = {}  # kept, but marked (filter.inter_action: flag)
-    if settings.inter_class == "shard":
+    if settings.inter_class in ("shard", "dataset"):
         kept = [i for i in ids if decisions[i].kept and decisions[i].centre is not None]
         if len(kept) > 1:
             centres = np.stack([decisions[i].centre for i in kept]).astype(np.float32)
@@ -183,6 +183,11 @@ def run_shard_job(
                 },
                 full_image=full_images.get((i, k)),
             )
+    # the centres of the classes that hold samples: the dataset-wide duplicate check
+    # (pipelines/finalise.py) and the leakage audit compare them without reading images
+    with_samples = [i for i in ids if class_reasons[i] is None and decisions[i].centre is not None]
+    if with_samples:
+        writer.set_centres(np.array(with_samples), np.stack([decisions[i].centre for i in with_samples]))
     num_candidates = len(plan)
     stats = {
         "id_start": job.id_start,
