@@ -68,6 +68,21 @@ def verify(
     raise typer.Exit(1)
 
 
+def finalise(out: str = typer.Argument(..., help="Dataset folder or fsspec URL.")) -> None:
+    """Apply the dataset-wide decisions (duplicate identities across shards) to a complete dataset.
+
+    `generate` runs it at the end with run.inter_class 'dataset'; running it again changes nothing.
+    """
+    _setup_logging()
+    from pipelines.finalise import finalise as run_finalise
+
+    result = run_finalise(out)
+    typer.echo(
+        f"{out}: {len(result.new)} classes dropped now, {len(result.dropped)} in all; "
+        f"{len(result.shards_rewritten)} shards rewritten"
+    )
+
+
 def card(out: str = typer.Argument(..., help="Dataset folder or fsspec URL.")) -> None:
     """Rebuild the dataset card (README.md + card/*.png) from dataset.json and the shards."""
     from synthface.shards.card import write_card
@@ -105,6 +120,7 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.command("generate")(generate)
     app.command("verify")(verify)
+    app.command("finalise")(finalise)
     app.command("card")(card)
     bench_app.command("orchestration")(bench_orchestration)
     bench_app.command("shard-writer")(bench_shard_writer)
