@@ -83,6 +83,29 @@ def finalise(out: str = typer.Argument(..., help="Dataset folder or fsspec URL."
     )
 
 
+def audit(
+    out: str = typer.Argument(..., help="Dataset folder or fsspec URL."),
+    bins: str = typer.Option(None, "--bins", help="Folder of verification .bin files (LFW, CFP-FP, AgeDB-30, ...)."),
+    gallery: str = typer.Option(None, "--gallery", help="Real-face embeddings .npy (synthface embed-gallery)."),
+    threshold: float = typer.Option(None, "--threshold", help="Cosine at which an identity counts as a real face "
+                                    "(default: the run's filter.tau_target)."),
+    drop: bool = typer.Option(False, "--drop", help="Remove the matched identities from the shards (finalising)."),
+    models: str = typer.Option(None, "--models", help="Model folder (default: the dataset config's models_dir)."),
+) -> None:
+    """Leakage audit: generated identities within a threshold of a benchmark or gallery face."""
+    _setup_logging()
+    from pipelines.audit import audit as run_audit
+
+    result = run_audit(out, bins_dir=bins, gallery=gallery, threshold=threshold, drop=drop, models_dir=models)
+    for name, s in result.sources.items():
+        typer.echo(f"{name}: {s['identities_matched']} identities within cos {result.threshold} of "
+                   f"{s['faces_matched']} of its {s['faces']} faces (max {s['max_similarity']})")
+    for m in result.matches[:10]:
+        typer.echo(f"  identity {m['id']} ~ {m['source']} face {m['face']}: {m['similarity']:.3f}")
+    if result.dropped:
+        typer.echo(f"dropped {len(result.dropped)} identities (reason benchmark_leak)")
+
+
 def card(out: str = typer.Argument(..., help="Dataset folder or fsspec URL.")) -> None:
     """Rebuild the dataset card (README.md + card/*.png) from dataset.json and the shards."""
     from synthface.shards.card import write_card
@@ -121,6 +144,7 @@ def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
     app.command("verify")(verify)
     app.command("finalise")(finalise)
+    app.command("audit")(audit)
     app.command("card")(card)
     bench_app.command("orchestration")(bench_orchestration)
     bench_app.command("shard-writer")(bench_shard_writer)
