@@ -220,3 +220,28 @@ def test_drop_classes_is_idempotent(unfinalised):
     assert once == twice
     with tarfile.open(fileobj=io.BytesIO(once[0])) as t:
         assert {m.name[:7] for m in t.getmembers()} == {"0000009"}
+
+
+def test_a_shard_redone_after_finalising_is_rewritten_again(unfinalised, finalised, tmp_path):
+    """generate redoes a shard that was deleted (or failed its checks): it comes back with the
+    dropped class, and the next finalise applies the plan to it again."""
+    out = tmp_path / "redone"
+    shutil.copytree(finalised[0], out)
+    for ext in ("tar", "parquet", "json", "centres.parquet"):
+        shutil.copy(unfinalised / f"shard-000002.{ext}", out / f"shard-000002.{ext}")
+    result = finalise(str(out))
+    assert result.shards_rewritten == ["shard-000002"] and result.new == {}
+    assert files_of(out) == files_of(finalised[0])
+
+
+def test_rerun_skips_the_search_when_no_class_changed(finalised, tmp_path, monkeypatch):
+    out = tmp_path / "again"
+    shutil.copytree(finalised[0], out)
+    import pipelines.finalise as fin
+
+    def no_search(*args):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(fin, "find_duplicates", no_search)
+    assert finalise(str(out)).new == {}
+    assert files_of(out) == files_of(finalised[0])

@@ -139,6 +139,21 @@ def bench_shard_writer(
     shard_writer_bench(images, quality)
 
 
+def bench_finalise(
+    sizes: str = typer.Option("20000,100000,1000000", help="Numbers of class centres."),
+    dim: int = typer.Option(512, help="Centre dimension."),
+    duplicates: float = typer.Option(0.001, help="Fraction of classes planted as duplicates of earlier ones."),
+    tau: float = typer.Option(0.6, help="filter.tau_inter."),
+    brute_force_max: int = typer.Option(20000, help="Also run N x N brute force up to this N (the recall baseline)."),
+    threads: int = typer.Option(2, help="torch threads."),
+) -> None:
+    """Finalising at scale: time and peak memory of the dataset-wide duplicate decision, and its
+    recall against brute force and against the planted duplicates."""
+    from pipelines.bench_finalise import finalise_bench
+
+    finalise_bench([int(s) for s in sizes.split(",")], dim, duplicates, tau, brute_force_max, threads)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.command("generate")(generate)
@@ -148,3 +163,4 @@ def register(app: typer.Typer) -> None:
     app.command("card")(card)
     bench_app.command("orchestration")(bench_orchestration)
     bench_app.command("shard-writer")(bench_shard_writer)
+    bench_app.command("finalise")(bench_finalise)
