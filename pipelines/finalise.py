@@ -34,7 +34,7 @@ from synthface.filtering.duplicates import DUPLICATE_REASON, find_duplicates
 from synthface.shards.manifest import DATASET_FILE, FINALISE_FILE, RUN_FILE, hash_json, write_manifest
 from synthface.shards.rewrite import drop_classes
 from synthface.shards.storage import Output
-from synthface.shards.writer import committed_shards, load_centres
+from synthface.shards.writer import SHARD_PATTERN, load_centres
 
 log = logging.getLogger("synthface.finalise")
 
@@ -47,6 +47,18 @@ class FinaliseResult:
     new: dict[int, dict[str, Any]] = field(default_factory=dict)  # decided in this call
     shards_rewritten: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _shard_stats(output: Output) -> dict[int, dict[str, Any]]:
+    """Every shard's stats as written, without checking its files against them: a shard
+    killed mid-rewrite has a new tar beside its old stats, and finishing the rewrite is
+    exactly what makes them agree again."""
+    out = {}
+    for name in output.list_names("shard-", ".json"):
+        m = SHARD_PATTERN.match(name)
+        if m:
+            out[int(m.group(1))] = output.read_json(name)
+    return out
 
 
 def _read_plan(output: Output) -> dict[str, Any] | None:
@@ -104,7 +116,7 @@ def finalise(out: str | Output, extra_drops: dict[int, dict[str, Any]] | None = 
     cfg = record["config"]
     tau = float(cfg["filter"]["tau_inter"])
     result = FinaliseResult()
-    committed = committed_shards(output)
+    committed = _shard_stats(output)
 
     plan = _read_plan(output)
     if plan is not None:

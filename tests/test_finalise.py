@@ -245,3 +245,16 @@ def test_rerun_skips_the_search_when_no_class_changed(finalised, tmp_path, monke
     monkeypatch.setattr(fin, "find_duplicates", no_search)
     assert finalise(str(out)).new == {}
     assert files_of(out) == files_of(finalised[0])
+
+
+def test_drop_classes_keeps_recorded_file_checksums_true(unfinalised):
+    import hashlib
+
+    stem = unfinalised / "shard-000003"
+    tar, parquet = stem.with_suffix(".tar").read_bytes(), stem.with_suffix(".parquet").read_bytes()
+    stats = json.loads(stem.with_suffix(".json").read_text())
+    stats["files"] = {name: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                      for name, b in (("tar", tar), ("parquet", parquet))}
+    new_tar, new_parquet, new_stats = drop_classes(tar, parquet, stats, {10: "x"})
+    assert new_stats["files"]["tar"] == {"size": len(new_tar), "sha256": hashlib.sha256(new_tar).hexdigest()}
+    assert new_stats["files"]["parquet"]["sha256"] == hashlib.sha256(new_parquet).hexdigest()

@@ -10,6 +10,7 @@ between two files and rerun ends with the same bytes as one that was not killed.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections import Counter
 from typing import Any
@@ -57,4 +58,11 @@ def drop_classes(
     )
     if shard_drops:
         new_stats["finalise_dropped"] = shard_drops
-    return new_tar, buf.getvalue(), new_stats
+    new_parquet = buf.getvalue()
+    if "files" in stats:  # stats that record their files' size and sha256 must match the new ones
+        new_stats["files"] = {**stats["files"], "tar": _file_record(new_tar), "parquet": _file_record(new_parquet)}
+    return new_tar, new_parquet, new_stats
+
+
+def _file_record(data: bytes) -> dict[str, Any]:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
