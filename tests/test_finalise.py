@@ -258,3 +258,14 @@ def test_drop_classes_keeps_recorded_file_checksums_true(unfinalised):
     new_tar, new_parquet, new_stats = drop_classes(tar, parquet, stats, {10: "x"})
     assert new_stats["files"]["tar"] == {"size": len(new_tar), "sha256": hashlib.sha256(new_tar).hexdigest()}
     assert new_stats["files"]["parquet"]["sha256"] == hashlib.sha256(new_parquet).hexdigest()
+
+
+def test_cli_finalise_and_its_user_error(unfinalised, tmp_path, cli):
+    out = tmp_path / "cli"
+    shutil.copytree(unfinalised, out)
+    proc = cli("finalise", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 classes dropped now, 3 in all; 2 shards rewritten" in proc.stdout
+    (out / "dataset.json").unlink()
+    proc = cli("finalise", out)
+    assert proc.returncode == 2 and "no dataset.json" in proc.stderr and "Traceback" not in proc.stderr
