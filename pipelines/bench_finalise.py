@@ -135,6 +135,7 @@ def finalise_bench(
         loads.append(load_average())
         row["load"] = f"{min(loads):.1f}-{max(loads):.1f}"
         rows.append(row)
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
 
     table = Table(title=f"finalising: duplicate identities among N class centres ({dim}-d, tau_inter {tau}, "
                   f"{dup_fraction:.2%} planted duplicates, {threads} threads)")

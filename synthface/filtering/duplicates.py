@@ -9,10 +9,11 @@ order the shards were read in. Dropping a class that was not kept changes nothin
 the others (each decision looks only at earlier *kept* classes), so the rule can be
 applied again to the remaining classes and finds nothing: finalising is idempotent.
 
-Cost: one similarity search over K centres (:func:`neighbours`), then work linear in
-the number of close pairs. At 1M classes the search is the whole cost; it is behind
-the one function :func:`neighbours` so the project's nearest-neighbour helper can
-replace it.
+Cost: one similarity search over K centres (:func:`close_pairs`), then work linear in
+the number of close pairs. At 1M classes the search is the whole cost. The search goes
+through :func:`neighbours` (exact, synthface/identity/neighbours.py); the project's one
+nearest-neighbour helper (issue 15: ``pairs_above`` with exact and approximate modes)
+replaces the body of :func:`close_pairs` in one line.
 """
 
 from __future__ import annotations
