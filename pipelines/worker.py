@@ -30,6 +30,7 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
         jpeg_quality=cfg.run.jpeg_quality,
         write_full_image=cfg.run.write_full_image,
         inter_class=cfg.run.inter_class,
+        overlap=cfg.run.overlap,
     )
 
 

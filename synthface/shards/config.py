@@ -23,6 +23,7 @@ EXECUTION_ONLY_KEYS = (
     "max_jobs_in_flight",
     "max_retries",
     "log_every_s",
+    "overlap",
 )
 
 
@@ -63,6 +64,15 @@ class RunConfig(StrictModel):
     )
     max_retries: int = Field(2, ge=0, le=100, description="Extra attempts for a failing shard job.")
     log_every_s: float = Field(30.0, gt=0.0, description="Seconds between plain progress log lines.")
+    # Off by default until a GPU run shows it helps (issue 17): on a CPU-only
+    # worker both stages compete for the same cores.
+    overlap: bool = Field(
+        False,
+        description=(
+            "Inside a worker, generate batch k+1 while batch k is analysed and encoded on a CPU thread "
+            "(same shards; holds two batches of images instead of one)."
+        ),
+    )
 
     def jobs_in_flight(self) -> int:
         return self.max_jobs_in_flight or 2 * self.workers
