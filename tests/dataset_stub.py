@@ -68,7 +68,7 @@ def _jitter(embedding, run_seed, identity_id, image_index):
 
 def build_dataset(out: Path, centres: np.ndarray, *, ids_per_shard: int = 3, images_per_id: int = 3,
                   inter_class: str = "dataset", tau_inter: float = 0.6, noise: float = 0.02,
-                  models_dir: str = "models", faces: dict | None = None) -> FactoryConfig:
+                  models_dir: str = "models", faces: dict | None = None, inter_action: str = "drop") -> FactoryConfig:
     """Commit every shard of ``len(centres)`` identities into ``out`` and write the manifest."""
     centres = np.asarray(centres, np.float32)
     centres = centres / np.linalg.norm(centres, axis=1, keepdims=True)
@@ -78,7 +78,7 @@ def build_dataset(out: Path, centres: np.ndarray, *, ids_per_shard: int = 3, ima
             "models_dir": models_dir,
             "faces": faces or {},
             "filter": {"use_target": False, "tau_intra": 0.3, "min_images": 1, "det_score_min": 0.0,
-                       "tau_inter": tau_inter},
+                       "tau_inter": tau_inter, "inter_action": inter_action},
             "run": {"ids_per_shard": ids_per_shard, "images_per_id": images_per_id, "inter_class": inter_class},
         }
     )

@@ -269,3 +269,17 @@ def test_cli_finalise_and_its_user_error(unfinalised, tmp_path, cli):
     (out / "dataset.json").unlink()
     proc = cli("finalise", out)
     assert proc.returncode == 2 and "no dataset.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_flag_action_lists_the_duplicates_and_keeps_them(tmp_path):
+    out = tmp_path / "flag"
+    build_dataset(out, planted_centres(), inter_action="flag")
+    before = {n: b for n, b in files_of(out).items() if n.startswith("shard-")}
+    result = finalise(str(out))
+    assert result.new == {} and result.shards_rewritten == []
+    assert {n: b for n, b in files_of(out).items() if n.startswith("shard-")} == before
+    fin = json.loads((out / "dataset.json").read_text())["finalise"]
+    assert {int(i): d["duplicate_of"] for i, d in fin["flagged"].items()} == {7: 1, 10: 4, 11: 1}
+    assert fin["num_dropped"] == 0 and labels_in_tars(out) == set(range(NUM_IDS))
+    report = verify_dataset(str(out))
+    assert report.ok, report.problems
