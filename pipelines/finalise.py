@@ -31,8 +31,8 @@ from typing import Any
 
 from synthface.errors import RunStateError
 from synthface.filtering.duplicates import DUPLICATE_REASON, find_duplicates
-from synthface.shards.manifest import DATASET_FILE, FINALISE_FILE, RUN_FILE, hash_json, write_manifest
-from synthface.shards.rewrite import drop_classes
+from synthface.shards.manifest import DATASET_FILE, FINALISE_FILE, RUN_FILE, write_manifest
+from synthface.shards.rewrite import classes_fingerprint, drop_classes
 from synthface.shards.storage import Output
 from synthface.shards.writer import SHARD_PATTERN, load_centres
 
@@ -85,19 +85,6 @@ def _apply(output: Output, plan: dict[str, Any], committed: dict[int, dict[str, 
     return rewritten
 
 
-def _fingerprint(committed: dict[int, dict[str, Any]], cfg: dict[str, Any]) -> str:
-    """What the duplicate decision depends on: the classes of each shard (their centres follow
-    from the shard, deterministically) and the settings of the rule."""
-    return hash_json(
-        {
-            "labels": {str(k): committed[k].get("labels", []) for k in sorted(committed)},
-            "tau_inter": cfg["filter"]["tau_inter"],
-            "inter_action": cfg["filter"].get("inter_action"),
-            "inter_class": cfg["run"].get("inter_class"),
-        }
-    )
-
-
 def finalise(out: str | Output, extra_drops: dict[int, dict[str, Any]] | None = None) -> FinaliseResult:
     """Decide and apply the dataset-wide drops of a complete dataset (see the module doc).
 
@@ -130,7 +117,7 @@ def finalise(out: str | Output, extra_drops: dict[int, dict[str, Any]] | None = 
     new: dict[int, dict[str, Any]] = {}
     flagged: dict[int, dict[str, Any]] = {int(i): d for i, d in (plan or {}).get("flagged", {}).items()}
     # the search over all centres is the whole cost: skip it when the classes are those already checked
-    unchanged = plan is not None and plan.get("checked") == _fingerprint(committed, cfg)
+    unchanged = plan is not None and plan.get("checked") == classes_fingerprint(committed, cfg)
     if cfg["run"].get("inter_class") == "dataset" and not unchanged:
         flagged = {}
         ids, centres = load_centres(output, committed)
@@ -163,7 +150,7 @@ def finalise(out: str | Output, extra_drops: dict[int, dict[str, Any]] | None = 
         result.seconds["rewrite_s"] = round(time.perf_counter() - t, 3)
         plan["applied"] = True
     plan["flagged"] = {str(i): flagged[i] for i in sorted(flagged)}  # kept in the data, listed
-    plan["checked"] = _fingerprint(committed, cfg)
+    plan["checked"] = classes_fingerprint(committed, cfg)
     output.write_json(FINALISE_FILE, plan)
     write_manifest(
         output, record, committed, len(dataset["shards"]) + len(dataset.get("missing_shards", [])), {},

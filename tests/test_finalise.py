@@ -171,6 +171,7 @@ def test_verify_catches_a_dropped_class_back_in_a_shard(unfinalised, finalised, 
     problems = verify_dataset(str(out)).problems
     assert any("dropped classes still have samples (first: [7])" in p for p in problems), problems
     assert any("class 7 duplicates class 1" in p for p in problems), problems
+    assert any("not those finalising checked" in p for p in problems), problems
     assert dataset["finalise"]["dropped"]["7"]["duplicate_of"] == 1
 
 

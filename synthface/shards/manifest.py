@@ -255,4 +255,5 @@ def finalise_summary(plan: dict[str, Any]) -> dict[str, Any]:
         "dropped_by_reason": dict(sorted(counts.items())),
         "dropped": plan.get("drops", {}),
         "flagged": plan.get("flagged", {}),
+        "checked": plan.get("checked"),  # fingerprint of the classes the duplicate rule last checked
     }

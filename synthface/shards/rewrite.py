@@ -66,3 +66,19 @@ def drop_classes(
 
 def _file_record(data: bytes) -> dict[str, Any]:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def classes_fingerprint(committed: dict[int, dict[str, Any]], cfg: dict[str, Any]) -> str:
+    """What the dataset-wide duplicate decision depends on: the classes of each shard (their
+    centres follow from the shard, deterministically) and the settings of the rule. Finalising
+    records it when it has checked; verify compares."""
+    from synthface.shards.manifest import hash_json
+
+    return hash_json(
+        {
+            "labels": {str(k): committed[k].get("labels", []) for k in sorted(committed)},
+            "tau_inter": cfg["filter"]["tau_inter"],
+            "inter_action": cfg["filter"].get("inter_action"),
+            "inter_class": cfg["run"].get("inter_class"),
+        }
+    )
