@@ -81,7 +81,7 @@ class JobSettings:
     batch_size: int
     jpeg_quality: int
     write_full_image: bool
-    inter_class: str  # "shard" | "off"
+    inter_class: str  # "dataset" | "shard" | "off"
     oversample: float = 1.0
     max_candidates_per_id: int | None = None  # None: 2 x images_per_id
     short_classes: str = "drop"  # "drop" | "flag"
@@ -262,7 +262,7 @@ def run_shard_job(
             class_reasons[i] = None
             if short:
                 class_flags.setdefault(i, []).append(SHORT_CLASS_REASON)
-    if settings.inter_class == "shard":
+    if settings.inter_class in ("shard", "dataset"):
         kept = [i for i in ids if class_reasons[i] is None and decisions[i].centre is not None]
         if len(kept) > 1:
             centres = np.stack([decisions[i].centre for i in kept]).astype(np.float32)
@@ -340,6 +340,11 @@ def run_shard_job(
                     },
                     full_image=full_images.get((i, k)),
                 )
+    # the centres of the classes that hold samples: the dataset-wide duplicate check
+    # (pipelines/finalise.py) and the leakage audit compare them without reading images
+    with_samples = [i for i in ids if class_reasons[i] is None and decisions[i].centre is not None and members[i]]
+    if with_samples:
+        writer.set_centres(np.array(with_samples), np.stack([decisions[i].centre for i in with_samples]))
     num_candidates = sum(generated.values())
     num_kept = sum(1 for r in class_reasons.values() if r is None)
     stats = {
