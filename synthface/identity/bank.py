@@ -321,7 +321,12 @@ def read_bank_summary(path: str | Path) -> IdentityBank:
     return IdentityBank(ids.astype(np.int64), None, table, metadata)
 
 
-def iter_bank(path: str | Path, batch_rows: int = 65_536, columns: tuple[str, ...] = ("id", "embedding")):
+def iter_bank(
+    path: str | Path,
+    batch_rows: int = 65_536,
+    columns: tuple[str, ...] = ("id", "embedding"),
+    dim: int | None = EMBEDDING_DIM,
+):
     """Stream a bank in batches of rows: yields IdentityBank chunks (``ids`` and
     ``embeddings`` of those rows, ``table`` with ``columns``), each checked like
     ``read_bank``. Memory: one batch, whatever N is."""
@@ -332,12 +337,12 @@ def iter_bank(path: str | Path, batch_rows: int = 65_536, columns: tuple[str, ..
         import pyarrow as pa
 
         table = pa.Table.from_batches([batch])
-        ids, embeddings = _checked_rows(table, path, first_id=expected)
+        ids, embeddings = _checked_rows(table, path, first_id=expected, dim=dim)
         expected += len(ids)
         yield IdentityBank(ids, embeddings, table, metadata)
 
 
-def _checked_rows(table, path, first_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _checked_rows(table, path, first_id: int = 0, dim: int | None = EMBEDDING_DIM) -> tuple[np.ndarray, np.ndarray]:
     """ids and embeddings of a table of bank rows, after the contract checks."""
     import pyarrow as pa
 
@@ -345,11 +350,15 @@ def _checked_rows(table, path, first_id: int = 0) -> tuple[np.ndarray, np.ndarra
     if not np.issubdtype(ids.dtype, np.integer) or not np.array_equal(ids, np.arange(first_id, first_id + len(ids))):
         raise InputDataError(f"identity bank {path}: 'id' must be the integers 0..N-1 in order")
     col = table.column("embedding").combine_chunks()
-    if not pa.types.is_fixed_size_list(col.type) or col.type.list_size != EMBEDDING_DIM or col.null_count:
+    if not pa.types.is_fixed_size_list(col.type) or col.null_count:
+        raise InputDataError(f"identity bank {path}: 'embedding' must be non-null fixed-size lists of floats, got {col.type}")
+    width = col.type.list_size
+    if dim is not None and width != dim:
         raise InputDataError(
-            f"identity bank {path}: 'embedding' must be non-null fixed-size lists of {EMBEDDING_DIM} floats, got {col.type}"
+            f"identity bank {path} holds {width}-d embeddings, but {dim}-d are needed here (Arc2Face is conditioned "
+            f"on 512-d ArcFace embeddings): build the bank with a {dim}-d recognizer (faces.recognizer, e.g. arcface.onnx)"
         )
-    embeddings = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(ids), EMBEDDING_DIM)
+    embeddings = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(ids), width)
     bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
     if len(bad):
         raise InputDataError(
@@ -364,13 +373,16 @@ def _checked_rows(table, path, first_id: int = 0) -> tuple[np.ndarray, np.ndarra
     return ids.astype(np.int64), embeddings
 
 
-def read_bank(path: str | Path) -> IdentityBank:
-    """Read and check a whole bank file: ids dense from 0, 512-d finite unit embeddings.
+def read_bank(path: str | Path, dim: int | None = EMBEDDING_DIM) -> IdentityBank:
+    """Read and check a whole bank file: ids dense from 0, ``dim``-d finite unit embeddings.
 
-    For big banks, ``iter_bank`` streams the rows and ``read_bank_summary``
-    reads the statistics columns without the embeddings.
+    ``dim=None`` accepts any width: a bank made by `ids from-images` with a
+    recognizer other than Arc2Face's 512-d ArcFace (summaries, screens) is
+    readable, but generation asks for 512. For big banks, ``iter_bank``
+    streams the rows and ``read_bank_summary`` reads the statistics columns
+    without the embeddings.
     """
     pf, metadata = _open_bank_file(path)
     table = pf.read()
-    ids, embeddings = _checked_rows(table, path)
+    ids, embeddings = _checked_rows(table, path, dim=dim)
     return IdentityBank(ids, embeddings, table, metadata)
