@@ -26,7 +26,8 @@ from synthface.errors import ConfigError, RunStateError
 from synthface.factory_config import FactoryConfig
 from synthface.shards.manifest import check_or_start_run, describe_models, run_record, write_manifest
 from synthface.shards.storage import Output, fsspec_env
-from synthface.shards.writer import committed_shards, remove_interrupted_writes
+from synthface.shards.lock import OutputLock
+from synthface.shards.writer import committed_shards, remove_interrupted_writes, shard_name
 
 log = logging.getLogger("synthface.generate")
 
@@ -126,10 +127,6 @@ def generate(
     console: Console | None = None,
     write_card: bool = True,
 ) -> GenerateResult:
-    import ray
-
-    from pipelines.worker import ShardWorker
-
     output = Output(out)
     cfg_data = cfg.model_dump(mode="json")
     embeddings = load_bank_embeddings(cfg.run.bank, cfg.run.max_ids)
@@ -137,11 +134,34 @@ def generate(
     if num_ids == 0:
         raise ConfigError(f"'run.bank': {cfg.run.bank} holds no identities")
     record = run_record(cfg_data, cfg.run.bank, num_ids)
+    with OutputLock(output):  # one driver per OUT, for the whole run
+        return _generate_locked(
+            cfg, output, cfg_data, embeddings, record, ray_address, restart, stages_factory, console, write_card
+        )
+
+
+def _generate_locked(
+    cfg: FactoryConfig,
+    output: Output,
+    cfg_data: dict[str, Any],
+    embeddings,
+    record: dict[str, Any],
+    ray_address: str | None,
+    restart: bool,
+    stages_factory: Callable[[FactoryConfig], Stages],
+    console: Console | None,
+    write_card: bool,
+) -> GenerateResult:
+    import ray
+
+    from pipelines.worker import ShardWorker
+
+    num_ids = len(embeddings)
     resuming = check_or_start_run(output, record, restart)
 
     jobs = plan_jobs(num_ids, cfg.run.ids_per_shard)
     remove_interrupted_writes(output)
-    committed = committed_shards(output)
+    committed = resumable_shards(output, record["config_hash"], len(jobs))
     todo = [j for j in jobs if j.index not in committed]
     log.info(
         "%s %s: %d identities, %d shards (%d already committed, %d to do), %d images per identity",
@@ -209,7 +229,8 @@ def generate(
     # a worker killed while writing leaves a temp file; its job was redone elsewhere
     # (the workers are gone now, so nothing is still writing one)
     remove_interrupted_writes(output)
-    committed = committed_shards(output)
+    # the shards were checked on the way in and written by this run: sizes suffice here
+    committed = committed_shards(output, record["config_hash"], checksums=False)
     result.dataset = write_manifest(
         output, record, committed, len(jobs), result.failed, describe_models(cfg.models_dir)
     )
@@ -220,6 +241,18 @@ def generate(
     if result.failed:
         log.error("%d shard(s) failed: %s", len(result.failed), ", ".join(f"{k}" for k in sorted(result.failed)))
     return result
+
+
+def resumable_shards(output: Output, config_hash: str, num_jobs: int) -> dict[int, dict[str, Any]]:
+    """The committed shards a resume keeps. A shard whose files do not match its stats
+    (truncated, missing, damaged) or that another config made loses its commit marker
+    here, is redone, and the log says which and why."""
+    rejected: dict[int, str] = {}
+    committed = committed_shards(output, config_hash, rejected=rejected)
+    for index, reason in sorted(rejected.items()):
+        log.warning("%s is not committed (%s): redoing it", shard_name(index), reason)
+        output.remove(f"{shard_name(index)}.json")
+    return {k: v for k, v in committed.items() if k < num_jobs}
 
 
 def ensure_complete(result: GenerateResult) -> None:

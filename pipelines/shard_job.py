@@ -72,6 +72,7 @@ class JobSettings:
     jpeg_quality: int
     write_full_image: bool
     inter_class: str  # "shard" | "off"
+    config_hash: str | None = None  # recorded in the stats: resume and verify check it
 
 
 def _f(value) -> float | None:
@@ -195,6 +196,7 @@ def run_shard_job(
         "acceptance_rate": (reasons["accepted"] / num_candidates) if num_candidates else 0.0,
         "generator": generator_info,
         "attempt": attempt,
+        "config_hash": settings.config_hash,
         "host": platform.node(),
         "pid": os.getpid(),
         "started_at": round(started_at, 3),

@@ -18,6 +18,7 @@ from pipelines.planning import ShardJob
 from pipelines.shard_job import JobSettings, Stages, run_shard_job
 from synthface.errors import ConfigError
 from synthface.factory_config import FactoryConfig
+from synthface.shards.manifest import run_config_hash
 from synthface.shards.storage import Output
 from synthface.shards.writer import warm_up as writer_warm_up
 
@@ -30,6 +31,7 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
         jpeg_quality=cfg.run.jpeg_quality,
         write_full_image=cfg.run.write_full_image,
         inter_class=cfg.run.inter_class,
+        config_hash=run_config_hash(cfg.model_dump(mode="json")),
     )
 
 

@@ -43,12 +43,30 @@ def synthface_version() -> str:
         return "unknown"
 
 
+# Where the inputs live, not what they are: the bank is checked by its sha256 and the
+# model folder by its synthface-models.json, so moving either (or a `ray job submit`
+# run, where paths differ) still resumes.
+LOCATION_KEYS = ("models_dir", "run.bank")
+
+
 def output_config(cfg_data: dict[str, Any]) -> dict[str, Any]:
-    """The config without the keys that only change how the run executes."""
+    """The config without the keys that only change how the run executes or where inputs live."""
     data = json.loads(json.dumps(cfg_data))
     for key in EXECUTION_ONLY_KEYS:
         data.get("run", {}).pop(key, None)
+    for dotted in LOCATION_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     return data
+
+
+def run_config_hash(cfg_data: dict[str, Any]) -> str:
+    """The hash that identifies a dataset's config: resume and verify compare it."""
+    return hash_json(output_config(cfg_data))
 
 
 def hash_json(data: Any) -> str:
@@ -95,10 +113,9 @@ def models_identity(models_dir: str) -> dict[str, Any]:
 
 
 def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int) -> dict[str, Any]:
-    out_cfg = output_config(cfg_data)
     return {
         "config": cfg_data,
-        "config_hash": hash_json(out_cfg),
+        "config_hash": run_config_hash(cfg_data),
         "bank": {"path": bank_url, "sha256": file_sha256(bank_url), "num_ids": num_ids},
         "models": models_identity(cfg_data.get("models_dir", "")),
         "synthface_version": synthface_version(),
@@ -129,7 +146,9 @@ def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) ->
         differs = [
             what
             for what, a, b in (
-                ("config", old.get("config_hash"), record["config_hash"]),
+                # recomputed from the stored config, so records written before a key became
+                # location-only still compare by what the config means
+                ("config", run_config_hash(old.get("config", {})), run_config_hash(record["config"])),
                 ("identity bank", old.get("bank", {}).get("sha256"), record["bank"]["sha256"]),
                 ("model folder (synthface-models.json)", old.get("models", {}), record.get("models", {})),
             )
@@ -146,13 +165,16 @@ def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) ->
             what = " and ".join(differs)
             changed = changed_keys(output_config(old.get("config", {})), output_config(record["config"]))
             detail = f" ({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''})" if changed else ""
+            count = len(output.list_names("shard-", ".json"))
             raise RunStateError(
-                f"{output.url} holds a run with a different {what}{detail}; use a new --out, "
-                f"or pass --restart to delete it and start over"
+                f"{output.url} holds a run with a different {what}{detail} and {count} committed shard(s); "
+                f"use a new --out (or the original config), or pass --restart to DELETE those shards "
+                f"and start over with this config"
             )
     elif not restart and output.list_names("shard-"):
         raise RunStateError(
-            f"{output.url} holds shards but no {RUN_FILE}; use a new --out, or pass --restart to delete them"
+            f"{output.url} holds shards but no {RUN_FILE}; use a new --out, or pass --restart to "
+            f"DELETE those shards and start over"
         )
     if restart:
         clear_run(output)

@@ -130,6 +130,18 @@ class Output:
         names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.root, detail=False)]
         return sorted(n for n in names if n.startswith(prefix) and n.endswith(suffix))
 
+    def list_sizes(self, prefix: str = "") -> dict[str, int]:
+        """File name -> size in bytes for the files directly under the root (one listing)."""
+        if not self.fs.exists(self.root):
+            return {}
+        self.fs.invalidate_cache(self.root)
+        out = {}
+        for entry in self.fs.ls(self.root, detail=True):
+            name = posixpath.basename(entry["name"].rstrip("/"))
+            if entry.get("type") == "file" and name.startswith(prefix):
+                out[name] = int(entry.get("size") or 0)
+        return out
+
     def remove(self, name: str) -> None:
         path = self.path(name)
         if self.fs.exists(path):

@@ -23,7 +23,7 @@ from PIL import Image
 from synthface.errors import InputDataError
 from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE
 from synthface.shards.storage import Output
-from synthface.shards.writer import ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN
+from synthface.shards.writer import ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, shard_problem
 
 REQUIRED = ("cls", "jpg", "json")
 
@@ -101,6 +101,7 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
         problem(f"dataset is incomplete: missing shards {', '.join(dataset.get('missing_shards', []))}")
 
     listed = {s["name"]: s for s in dataset.get("shards", [])}
+    file_sizes = output.list_sizes("shard-")
     present = output.list_names("shard-")
     tars = [n for n in present if n.endswith(".tar")]
     for name in present:
@@ -126,6 +127,11 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
             continue
         report.shards += 1
         stem = name[: -len(".tar")]
+        stats = read_json(f"{stem}.json") if output.exists(f"{stem}.json") else None
+        if stats is not None:
+            damage = shard_problem(output, stats, file_sizes, dataset.get("config_hash"))
+            if damage is not None:
+                problem(f"{name}: not committed: {damage}; rerun the generate command to redo it")
         try:
             samples = _read_tar(output.read_bytes(name))
         except (tarfile.TarError, EOFError, OSError) as exc:
@@ -136,7 +142,6 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
         expected = {"dataset.json": listed[name]["num_samples"]}
         if sizes is not None:
             expected[SIZES_FILE] = sizes.get(name)
-        stats = read_json(f"{stem}.json") if output.exists(f"{stem}.json") else None
         if stats is not None:
             expected[f"{stem}.json"] = stats.get("num_samples")
         if output.exists(f"{stem}.parquet"):
