@@ -45,6 +45,14 @@ def check_bank_space(cfg: FactoryConfig, stages: Stages, bank_dim: int) -> None:
         )
 
 
+def check_writable(output: Output) -> None:
+    """Write and delete a small probe file, so a worker that cannot write the output (no S3
+    credentials on its node, a read-only mount) says so when it starts, not after a shard."""
+    name = f".synthface-probe-{platform.node()}-{os.getpid()}"
+    output.write_bytes(name, b"")
+    output.remove(name)
+
+
 class ShardWorker:
     def __init__(
         self,
@@ -61,6 +69,7 @@ class ShardWorker:
             self.cfg = FactoryConfig.model_validate(cfg_data)
             self.settings = job_settings(self.cfg)
             self.output = Output(out_url)
+            check_writable(self.output)  # before loading models: no credentials shows at once
             self.embeddings = embeddings
             self.stages = stages_factory(self.cfg)
             writer_warm_up()

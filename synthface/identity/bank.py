@@ -66,6 +66,9 @@ def sampler_settings(cfg: IdentityConfig) -> dict:
     return settings
 
 
+BYTES_PER_VECTOR_COPIES = 4  # an estimate: the drawn vectors, the screened copy, the table, working blocks
+
+
 def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None) -> tuple[IdentityBank, SampleReport]:
     """Sample, pack (if asked) and screen ``cfg.num_identities`` identities from ``seed``."""
     import torch  # noqa: F401  (heavy: only when sampling)
@@ -76,8 +79,13 @@ def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None
     from synthface.identity.packing import pack
     from synthface.identity.screens import screen
 
-    device = resolve_device(cfg.device)
     n = cfg.num_identities
+    # vectors, their screened copy and the Parquet table each hold n x 512 float32
+    from synthface.errors import ConfigError
+    from synthface.resources import require_memory
+
+    require_memory(n * 512 * 4 * BYTES_PER_VECTOR_COPIES, f"'identity.num_identities' = {n:,}", ConfigError)
+    device = resolve_device(cfg.device)
     seconds: dict[str, float] = {}
     gallery = load_gallery(cfg.gallery) if cfg.gallery else None
     novelty = load_gallery(cfg.screen.novelty_gallery) if cfg.screen.novelty_gallery else None

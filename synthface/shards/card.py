@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from synthface.errors import InputDataError
-from synthface.shards.manifest import CARD_FILE, DATASET_FILE
+from synthface.shards.manifest import CARD_FILE, DATASET_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
 
 CARD_DIR = "card"
@@ -209,7 +209,7 @@ def write_card(out: str | Output) -> str:
     output = out if isinstance(out, Output) else Output(out)
     if not output.exists(DATASET_FILE):
         raise InputDataError(f"{output.url_of(DATASET_FILE)} not found: run `synthface generate` first")
-    dataset = output.read_json(DATASET_FILE)
+    dataset = read_dataset_manifest(output)
     candidates = read_candidates(output, dataset)
     filt = dataset.get("config", {}).get("filter", {})
     thresholds = {

@@ -23,6 +23,7 @@ EXECUTION_ONLY_KEYS = (
     "max_jobs_in_flight",
     "max_retries",
     "log_every_s",
+    "job_timeout_s",
 )
 
 
@@ -62,6 +63,15 @@ class RunConfig(StrictModel):
     )
     max_retries: int = Field(2, ge=0, le=100, description="Extra attempts for a failing shard job.")
     log_every_s: float = Field(30.0, gt=0.0, description="Seconds between plain progress log lines.")
+    job_timeout_s: float | None = Field(
+        None,
+        gt=0.0,
+        description=(
+            "Seconds a shard job may run before it counts as hung: its worker is replaced and the job "
+            "retried elsewhere. None derives it from the jobs measured so far (5x the slowest, at least "
+            "300 s; no limit until the first job finishes)."
+        ),
+    )
 
     def jobs_in_flight(self) -> int:
         return self.max_jobs_in_flight or 2 * self.workers

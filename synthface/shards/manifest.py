@@ -21,7 +21,9 @@ from typing import Any
 
 import fsspec
 
-from synthface.errors import RunStateError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from synthface.errors import InputDataError, RunStateError
 from synthface.shards.config import EXECUTION_ONLY_KEYS
 from synthface.shards.storage import Output
 from synthface.shards.writer import shard_name
@@ -189,6 +191,43 @@ def clear_run(output: Output) -> None:
         output.remove(name)
     for name in (RUN_FILE, DATASET_FILE, SIZES_FILE, WIDS_FILE, CARD_FILE, "card"):
         output.remove(name)
+
+
+class _ShardEntry(BaseModel):
+    name: str = Field(pattern=r"^shard-\d{6}\.tar$")
+    num_samples: int = Field(ge=0)
+    num_candidates: int = Field(0, ge=0)
+
+
+class _DatasetManifest(BaseModel):
+    """The fields of dataset.json that verify and card read (others are kept, unchecked)."""
+
+    model_config = ConfigDict(extra="allow")
+    config: dict[str, Any] = {}
+    config_hash: str = ""
+    complete: bool = False
+    missing_shards: list[str] = []
+    num_classes: int = Field(0, ge=0)
+    num_images: int = Field(0, ge=0)
+    num_candidates: int = Field(0, ge=0)
+    reasons: dict[str, int] = {}
+    class_reasons: dict[str, int] = {}
+    models: dict[str, Any] = {}
+    shards: list[_ShardEntry] = []
+
+
+def read_dataset_manifest(output: Output) -> dict[str, Any]:
+    """dataset.json, checked: InputDataError naming the file and the first bad key otherwise."""
+    data = output.read_json(DATASET_FILE)
+    if not isinstance(data, dict):
+        raise InputDataError(f"{output.url_of(DATASET_FILE)}: expected a JSON object, got {type(data).__name__}")
+    try:
+        checked = _DatasetManifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InputDataError(f"{output.url_of(DATASET_FILE)}: '{where}': {err['msg']}") from None
+    return {**data, **checked.model_dump(include=set(_DatasetManifest.model_fields))}
 
 
 def write_manifest(

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from synthface.errors import InputDataError
-from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE
+from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
 from synthface.shards.writer import ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, shard_problem
 
@@ -91,8 +91,10 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
     if not output.exists(DATASET_FILE):
         problem(f"{DATASET_FILE} missing: not a finished synthface dataset (did generate complete?)")
         return report
-    dataset = read_json(DATASET_FILE)
-    if dataset is None:
+    try:
+        dataset = read_dataset_manifest(output)
+    except InputDataError as exc:
+        problem(str(exc))
         return report
     sizes = read_json(SIZES_FILE)
     wids = read_json(WIDS_FILE)
@@ -121,7 +123,7 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
 
     seen: dict[str, str] = {}
     labels: set[int] = set()
-    wids_counts = {s["url"]: s["nsamples"] for s in (wids or {}).get("shardlist", [])}
+    wids_counts = {s.get("url"): s.get("nsamples") for s in (wids or {}).get("shardlist", []) if isinstance(s, dict)}
     for name in sorted(listed):
         if name not in tars:
             continue
