@@ -68,7 +68,9 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
 
     if ray.is_initialized():
         return False
-    env = {"env_vars": fsspec_env()} if fsspec_env() else None
+    # FSSPEC_* settings go to the workers with the actor options (runtime envs merge env_vars
+    # there); given to ray.init as well they conflict with a `ray job submit --runtime-env-json`
+    # that sets them, and the job fails on a runtime-env merge error
     # inside `ray job submit` Ray sets RAY_ADDRESS: join that cluster
     given = address
     address = address or os.environ.get("RAY_ADDRESS")
@@ -77,7 +79,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
         if address != "auto":
             _check_reachable(address, where)
         try:
-            ray.init(address=address, runtime_env=env, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True)
         except ConnectionError as exc:  # 'auto' with no cluster running here, or a cluster that went away
             raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
         except ValueError as exc:  # not an address Ray understands
@@ -95,7 +97,6 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
             address="local",
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,
-            runtime_env=env,
             log_to_driver=True,
             configure_logging=False,
         )

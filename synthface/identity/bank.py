@@ -224,8 +224,10 @@ def write_bank(bank: IdentityBank, path: str | Path) -> Path:
     """Write the bank atomically (temp file + rename): a crash leaves no half-written bank."""
     import pyarrow.parquet as pq
 
+    from synthface.local_dirs import ensure_dir
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent, f"identity bank {path}")
     tmp = path.with_name(path.name + ".tmp")
     try:
         pq.write_table(bank.table, tmp, compression="zstd", row_group_size=65_536)

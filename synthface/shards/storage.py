@@ -128,6 +128,8 @@ class Output:
         data = self.read_bytes(name)
         try:
             return json.loads(data)
+        except UnicodeDecodeError:
+            raise InputDataError(f"{self.url_of(name)}: not valid JSON (binary data)") from None
         except json.JSONDecodeError as exc:
             raise InputDataError(f"{self.url_of(name)}: not valid JSON ({exc})") from None
 
