@@ -200,6 +200,16 @@ def _(root, models):
     return ["card", str(root / "empty")]
 
 
+for command in ("verify", "card"):
+    @case(f"{command} on S3 without credentials")
+    def _(root, models, command=command):
+        return [command, "s3://synthface-test/nothing"]
+
+
+NO_CREDENTIALS = {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
+                  "AWS_EC2_METADATA_DISABLED": "true", "FSSPEC_S3": '{"endpoint_url": "http://127.0.0.1:9"}'}
+
+
 @case("verify an fsspec-chained URL")
 def _(root, models):
     return ["verify", f"{root}/d::x#y"]
@@ -298,7 +308,16 @@ for part in ("arcface.onnx", "arc2face/diffusion_pytorch_model.safetensors"):
 
 # ----------------------------------------------------------------------------- the sweep
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_is_one_line_and_a_non_zero_exit(name, tmp_path, tiny_models, capsys):
+def test_bad_input_is_one_line_and_a_non_zero_exit(name, tmp_path, tiny_models, capsys, monkeypatch):
+    import synthface.resources
+
+    # the same verdicts on a 24 GiB laptop and a 2 TiB server: oversized inputs stay oversized
+    monkeypatch.setattr(synthface.resources, "available_bytes", lambda: 8 * 2**30)
+    if "without credentials" in name:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in NO_CREDENTIALS.items():
+            monkeypatch.setenv(key, value)
     argv = [str(a) for a in CASES[name](tmp_path, tiny_models)]
     with pytest.raises(SystemExit) as exited:
         main(argv)

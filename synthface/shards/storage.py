@@ -71,8 +71,21 @@ def _storage_options(protocol: str) -> dict[str, Any]:
     return dict(conf.get(protocol, {}))
 
 
+def _no_credentials(url: str, exc: BaseException) -> OutputError | None:
+    if type(exc).__name__ in _CREDENTIAL_ERRORS:
+        return OutputError(
+            f"cannot open {url}: no credentials for the object store ({type(exc).__name__}); set them for "
+            f"this process, e.g. AWS_* variables or key/secret in FSSPEC_S3 (see docs/cluster.md)",
+            fatal_reason="no credentials for the output's object store",
+        )
+    return None
+
+
 class Output:
-    """A folder (local or remote) that holds one dataset."""
+    """A folder (local or remote) that holds one dataset.
+
+    Every access turns an object store's missing credentials into one OutputError.
+    """
 
     def __init__(self, url: str):
         self.url = str(url).rstrip("/") or "/"
@@ -109,16 +122,25 @@ class Output:
         if self.is_local and os.path.exists(self.root) and not os.path.isdir(self.root):
             raise OutputError(f"output {self.url} exists and is not a folder")
         try:
-            self.fs.makedirs(self.root, exist_ok=True)
+            self._guard("", self.fs.makedirs, self.root, True)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {self.url}: {exc.strerror or exc}") from None
 
+    def _guard(self, name: str, call, *args):
+        try:
+            return call(*args)
+        except Exception as exc:
+            converted = _no_credentials(self.url_of(name), exc)
+            if converted is None:
+                raise
+            raise converted from None
+
     def exists(self, name: str) -> bool:
-        return self.fs.exists(self.path(name))
+        return self._guard(name, self.fs.exists, self.path(name))
 
     def read_bytes(self, name: str) -> bytes:
         try:
-            return self.fs.cat_file(self.path(name))
+            return self._guard(name, self.fs.cat_file, self.path(name))
         except FileNotFoundError:
             raise InputDataError(f"{self.url_of(name)}: not found") from None
         except OSError as exc:  # a folder, no permission
@@ -170,19 +192,19 @@ class Output:
 
     def list_names(self, prefix: str = "", suffix: str = "") -> list[str]:
         """File names directly under the root, filtered by prefix/suffix, sorted."""
-        if not self.fs.exists(self.root):
+        if not self._guard("", self.fs.exists, self.root):
             return []
         self.fs.invalidate_cache(self.root)
-        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.root, detail=False)]
+        names = [posixpath.basename(p.rstrip("/")) for p in self._guard("", self.fs.ls, self.root, False)]
         return sorted(n for n in names if n.startswith(prefix) and n.endswith(suffix))
 
     def list_sizes(self, prefix: str = "") -> dict[str, int]:
         """File name -> size in bytes for the files directly under the root (one listing)."""
-        if not self.fs.exists(self.root):
+        if not self._guard("", self.fs.exists, self.root):
             return {}
         self.fs.invalidate_cache(self.root)
         out = {}
-        for entry in self.fs.ls(self.root, detail=True):
+        for entry in self._guard("", self.fs.ls, self.root, True):
             name = posixpath.basename(entry["name"].rstrip("/"))
             if entry.get("type") == "file" and name.startswith(prefix):
                 out[name] = int(entry.get("size") or 0)
