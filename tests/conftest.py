@@ -48,8 +48,15 @@ def ray_cluster():
     subprocess passes it ``--ray-address`` so no second cluster starts.
     """
     ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    for attempt in range(3):  # Ray gives a raylet 30 s to register: too short on a loaded shared box
+        if ray.is_initialized():
+            break
+        try:
+            ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

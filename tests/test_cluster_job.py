@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def _run(cmd: list[str], env: dict, timeout: float = 300) -> subprocess.Complete
     return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def two_node_cluster():
     if not Path(RAY).exists():
         pytest.skip("the ray CLI is not installed next to this python")
@@ -47,6 +48,8 @@ def two_node_cluster():
     # `python` in the job's entrypoint is the one on PATH, as for a user with the env activated
     env = {**os.environ, "RAY_TMPDIR": tmp, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
+    # token authentication on, as Ray 2.60 turns it on wherever ~/.ray/auth_token exists
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex)
     gcs, dash = _free_port(), _free_port()
     try:
         head = _run([RAY, "start", "--head", f"--port={gcs}", "--num-cpus=1", "--num-gpus=0",
@@ -55,14 +58,14 @@ def two_node_cluster():
         assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
         node = _run([RAY, "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", "--num-gpus=0"], env)
         assert node.returncode == 0, node.stdout[-2000:] + node.stderr[-2000:]
-        yield env, f"http://127.0.0.1:{dash}"
+        yield env, f"http://127.0.0.1:{dash}", f"127.0.0.1:{gcs}"
     finally:
         _run([RAY, "stop", "--force"], env, timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_readme_job_submit_runs_verbatim_on_a_two_node_cluster(two_node_cluster, tiny_models, tmp_path, s3_endpoint):
-    env, dashboard = two_node_cluster
+    env, dashboard, _ = two_node_cluster
     shared = tmp_path / "shared"  # what every node sees at the same path
     shutil.copytree(tiny_models, shared / "models")
     support.random_bank(shared / "bank.parquet", 4)
@@ -80,3 +83,16 @@ def test_readme_job_submit_runs_verbatim_on_a_two_node_cluster(two_node_cluster,
     assert "succeeded" in job.stdout
     report = verify_dataset("s3://synthface-test/run1")
     assert report.ok and report.shards == 2, report.problems
+
+
+def test_joining_a_cluster_without_its_token_says_auth(two_node_cluster, tiny_models, tmp_path):
+    env, _, address = two_node_cluster
+    support.random_bank(tmp_path / "bank.parquet", 2)
+    config = support.tiny_config(tiny_models, tmp_path / "bank.parquet")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    wrong = {**env, "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    run = _run([sys.executable, "-m", "synthface", "generate", "--config", str(tmp_path / "tiny.yaml"),
+                "--out", str(tmp_path / "ds"), "--ray-address", address], wrong, timeout=300)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    assert "token authentication" in run.stderr.splitlines()[-1] and "RAY_AUTH_TOKEN" in run.stderr
