@@ -48,7 +48,10 @@ def ray_cluster():
     subprocess passes it ``--ray-address`` so no second cluster starts.
     """
     ray = pytest.importorskip("ray")
-    for attempt in range(3):  # Ray gives a raylet 30 s to register: too short on a loaded shared box
+    # On a loaded shared box the raylet gives up waiting for its agents (their port files)
+    # and aborts; give them longer, and retry the start.
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
+    for attempt in range(3):
         if ray.is_initialized():
             break
         try:

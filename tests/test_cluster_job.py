@@ -46,7 +46,8 @@ def two_node_cluster():
         pytest.skip("the ray CLI is not installed next to this python")
     tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths are length-limited
     # `python` in the job's entrypoint is the one on PATH, as for a user with the env activated
-    env = {**os.environ, "RAY_TMPDIR": tmp, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    env = {"RAY_agent_register_timeout_ms": "180000", **os.environ, "RAY_TMPDIR": tmp,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     # token authentication on, as Ray 2.60 turns it on wherever ~/.ray/auth_token exists
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex)

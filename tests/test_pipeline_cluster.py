@@ -39,7 +39,9 @@ def test_a_plain_run_starts_its_own_ray_despite_a_stale_cluster_file():
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     os.makedirs(f"{tmp}/ray")
     Path(f"{tmp}/ray/ray_current_cluster").write_text("127.0.0.1:6553\n")  # nobody listens there
-    env = {**os.environ, "RAY_TMPDIR": tmp, "PYTHONPATH": str(REPO_ROOT)}
+    # (and a loaded box may need longer than Ray's default for its agents to start)
+    env = {"RAY_agent_register_timeout_ms": "180000", **os.environ, "RAY_TMPDIR": tmp,
+           "PYTHONPATH": str(REPO_ROOT)}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=300)
