@@ -4,14 +4,18 @@
   with stand-in stages whose generator sleeps a fixed time per image (as if a
   GPU were busy) and whose analyzer/filter accept everything. Ideal
   throughput is ``workers / sleep``; efficiency is measured / ideal.
+- overlap: ``run.overlap`` off vs on inside one worker (no Ray), on the tiny
+  models, and with a sleeping generator standing in for a GPU.
 - shard writer: images/s of ShardWriter (JPEG + tar + parquet) on one core,
   against bare JPEG encoding of the same crops measured in the same run.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,10 +28,10 @@ from pipelines.shard_job import Stages
 CROP = 112
 
 
-def _crop(seed: int) -> np.ndarray:
+def _crop(seed: int, size: int = CROP) -> np.ndarray:
     """A smooth, face-sized test crop (JPEG cost like a real crop, unlike pure noise)."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:CROP, 0:CROP].astype(np.float32) / CROP
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     base = rng.uniform(40, 200, size=3).astype(np.float32)
     img = base + 50 * np.sin(6 * xx[..., None] + rng.uniform(0, 6, 3)) * np.cos(4 * yy[..., None])
     img += rng.normal(0, 6, size=img.shape)
@@ -35,14 +39,18 @@ def _crop(seed: int) -> np.ndarray:
 
 
 class SleepGenerator:
-    """Sleeps ``sleep_s`` per image, returns small flat images."""
+    """Sleeps ``sleep_s`` per image, returns small flat images (``textured``: smooth test
+    pictures, which the real face analyzer does not turn away as single-coloured)."""
 
-    def __init__(self, sleep_s: float, size: int = 32):
+    def __init__(self, sleep_s: float, size: int = 32, textured: bool = False):
         self.sleep_s = sleep_s
         self.size = size
+        self.textured = textured
 
     def generate(self, id_vectors, seeds):
         time.sleep(self.sleep_s * len(seeds))
+        if self.textured:
+            return np.stack([_crop(s, self.size) for s in seeds])
         return np.stack([np.full((self.size, self.size, 3), s % 256, dtype=np.uint8) for s in seeds])
 
     def describe(self) -> dict:
@@ -213,3 +221,94 @@ def shard_writer_bench(num_images: int, quality: int) -> dict:
     )
     Console().print(table)
     return row
+
+
+def overlap_bench(
+    models_dir: str | None, size: int, steps: int, batch_size: int, ids_per_job: int, images_per_id: int,
+    jobs: int, repeats: int, sleep_ms: float, torch_threads: int, full_image: bool,
+) -> list[dict]:
+    """run.overlap off vs on, in one process, on the same loaded stages (no Ray: the worker's own loop).
+
+    Two rows: the tiny torch generator on the CPU (generation and analysis share the cores), and a
+    sleeping generator as a stand-in for a GPU (the CPU is free while it "generates") with the same
+    real tiny analysis. Off and on alternate (off-on, on-off, ...) and the median wall time counts.
+    """
+    import dataclasses
+    from pathlib import Path
+
+    import torch
+
+    from pipelines.planning import ShardJob
+    from pipelines.stages import build_stages
+    from pipelines.worker import job_settings
+    from synthface.cli.bench import load_average
+    from synthface.factory_config import FactoryConfig
+
+    torch.set_num_threads(torch_threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if models_dir is None:
+            from synthface.models.tiny import init_tiny
+
+            models_dir = str(init_tiny(Path(tmp) / "models"))
+        cfg = FactoryConfig.model_validate(
+            {
+                "models_dir": models_dir,
+                "generation": {"steps": steps, "guidance": 1.0, "height": size, "width": size, "batch_size": batch_size, "device": "cpu"},
+                "faces": {"det_size": max(32, size // 32 * 32), "device": "cpu", "threads": 1},
+                "filter": {"use_target": False, "det_score_min": 0.0, "tau_intra": -1.0, "min_images": 1},
+                "run": {"ids_per_shard": ids_per_job, "images_per_id": images_per_id, "batch_size": batch_size,
+                        "inter_class": "off", "write_full_image": full_image},
+            }
+        )
+        stages = build_stages(cfg)
+        settings = job_settings(cfg)
+        rng = np.random.default_rng(0)
+        embeddings = rng.normal(size=(jobs * ids_per_job, 512)).astype(np.float32)
+        embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+        job_list = [ShardJob(index=j, id_start=j * ids_per_job, id_stop=(j + 1) * ids_per_job) for j in range(jobs)]
+        load_before = load_average()
+        images = jobs * ids_per_job * images_per_id
+        rows.append(_overlap_row("tiny torch generator, CPU", stages, settings, embeddings, job_list, repeats, f"{tmp}/cpu"))
+        if sleep_ms <= 0:  # as long as the analysis: the case where overlap could double the speed
+            sleep_ms = 1000.0 * rows[0]["analyze_s"] / (images * repeats)
+        stand_in = dataclasses.replace(stages, generator=SleepGenerator(sleep_ms / 1000.0, size=size, textured=True))
+        rows.append(_overlap_row(f"GPU stand-in, sleeps {sleep_ms:.1f} ms/img", stand_in, settings, embeddings, job_list, repeats, f"{tmp}/gpu"))
+        load_after = load_average()
+    table = Table(title=f"run.overlap off vs on: {size} px, batch {batch_size}, {jobs} jobs x {ids_per_job * images_per_id} images, "
+                        f"median of {repeats}; load {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores")
+    for col in ("row", "off img/s", "on img/s", "on/off", "ideal (gen s, analyse s)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        ideal = f"{r['ideal_on_over_off']:.2f} ({r['generate_s']:.2f}, {r['analyze_s']:.2f})" if r["ideal_on_over_off"] else "-"
+        table.add_row(r["row"], f"{r['off_img_per_s']:.1f}", f"{r['on_img_per_s']:.1f}", f"{r['on_over_off']:.2f}", ideal)
+    Console().print(table)
+    for r in rows:
+        r.update(load_before=load_before, load_after=load_after)
+    return rows
+
+
+def _overlap_row(name, stages, settings, embeddings, job_list, repeats, out) -> dict:
+    """Median images/s of the jobs with run.overlap off and on, alternating which goes first."""
+    import statistics
+
+    from pipelines.shard_job import run_shard_job
+    from synthface.shards.storage import Output
+
+    wall: dict[bool, list[float]] = {False: [], True: []}
+    split = Counter()
+    for r in range(repeats + 1):  # round 0 warms up (first calls, allocator), not counted
+        for overlap in (False, True) if r % 2 == 0 else (True, False):
+            settings.overlap = overlap
+            t0 = time.perf_counter()
+            for job in job_list:
+                stats = run_shard_job(job, embeddings, stages, settings, Output(f"{out}-{r}-{overlap}"))
+                if r and not overlap:
+                    split.update({k: v for k, v in stats["timings_s"].items() if k in ("generate_s", "analyze_s")})
+            if r:
+                wall[overlap].append(time.perf_counter() - t0)
+    images = sum(j.num_ids for j in job_list) * settings.images_per_id
+    off, on = images / statistics.median(wall[False]), images / statistics.median(wall[True])
+    g, a = split["generate_s"], split["analyze_s"]
+    return {"row": name, "images": images, "off_img_per_s": off, "on_img_per_s": on, "on_over_off": on / off,
+            "generate_s": g, "analyze_s": a, "ideal_on_over_off": (g + a) / max(g, a) if max(g, a) else None}

@@ -3,8 +3,10 @@
 For every identity of the job and every image index: the (optionally
 jittered) identity vector and the image seed, both derived from (run seed,
 identity id, image index) only; generate in batches; analyse each batch right
-away (so full-size images are not held); filter each identity's candidates as
-one class; check the shard's classes against each other; write the shard.
+away (so full-size images are not held; with ``run.overlap``, on a background
+thread while the next batch is generated: see pipelines/overlap.py); filter
+each identity's candidates as one class; check the shard's classes against
+each other; write the shard.
 
 The stages are passed in (see :class:`Stages`), and their interfaces are those
 of docs/architecture.md; this module holds no model or image logic.
@@ -21,6 +23,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from pipelines.overlap import run_overlapped
 from pipelines.planning import ShardJob
 from synthface.seeds import image_seed
 from synthface.shards.storage import Output
@@ -73,6 +76,7 @@ class JobSettings:
     write_full_image: bool
     inter_class: str  # "shard" | "off"
     config_hash: str | None = None  # recorded in the stats: resume and verify check it
+    overlap: bool = False  # generate batch k+1 while batch k is analysed (run.overlap)
 
 
 def _f(value) -> float | None:
@@ -102,8 +106,8 @@ def run_shard_job(
 
     results: dict[tuple[int, int], Any] = {}
     full_images: dict[tuple[int, int], bytes] = {}  # encoded at once: full-size arrays would not fit
-    for start in range(0, len(plan), settings.batch_size):
-        batch = plan[start : start + settings.batch_size]
+
+    def generate(batch):  # on this thread (see pipelines/overlap.py)
         t = time.perf_counter()
         vectors = np.stack(
             [
@@ -113,12 +117,20 @@ def run_shard_job(
         ).astype(np.float32)
         images = stages.generator.generate(vectors, [seeds[p] for p in batch])
         times["generate_s"] += time.perf_counter() - t
+        return images
+
+    def analyse(batch, images):  # on a background thread when run.overlap is on
         t = time.perf_counter()
         for p, result in zip(batch, stages.analyzer.analyze(list(images)), strict=True):
             results[p] = result
         times["analyze_s"] += time.perf_counter() - t
         if settings.write_full_image:
             full_images.update((p, encode_jpeg(img, settings.jpeg_quality)) for p, img in zip(batch, images))
+
+    batches = [plan[s : s + settings.batch_size] for s in range(0, len(plan), settings.batch_size)]
+    staged = run_overlapped(batches, generate, analyse, overlap=settings.overlap)
+    if settings.overlap:
+        times["analyze_wait_s"] += staged.stage2_wait_s
 
     # Filter each identity as a class. The bank embedding is the target when
     # the recognizer's embeddings have its size (whether the filter trusts the

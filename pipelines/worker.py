@@ -32,6 +32,7 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
         write_full_image=cfg.run.write_full_image,
         inter_class=cfg.run.inter_class,
         config_hash=run_config_hash(cfg.model_dump(mode="json")),
+        overlap=cfg.run.overlap,
     )
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.overlap import THREAD_PREFIX
 from pipelines.planning import ShardJob
 from pipelines.shard_job import JobSettings, Stages, run_shard_job
 from synthface.faces.analyzer import FaceResult
@@ -119,3 +121,92 @@ def test_same_job_writes_the_same_tar(tmp_path, action):
     assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     with tarfile.open(fileobj=io.BytesIO((tmp_path / "a" / name).read_bytes())) as tar:
         assert all(m.mtime == 0 for m in tar.getmembers())
+
+
+# --- run.overlap: generation of batch k+1 while batch k is analysed (pipelines/overlap.py) ---
+
+
+class OrderRecordingAnalyzer(ScriptedAnalyzer):
+    """ScriptedAnalyzer that also stamps each result with its place in the order of analysis
+    (in det_score, which the parquet and each sample's json record) and notes its thread."""
+
+    def __init__(self, fail_on_call: int | None = None):
+        super().__init__()
+        self.calls = 0
+        self.threads: set[str] = set()
+        self.fail_on_call = fail_on_call
+
+    def analyze(self, images):
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+        if self.calls == self.fail_on_call:
+            raise RuntimeError(f"analyzer broke on call {self.calls}")
+        out = super().analyze(images)
+        done = sum(self.seen.values()) - len(images)
+        for n, result in enumerate(out):
+            if result.ok:
+                result.det_score = 0.9 + 0.001 * (done + n)
+        return out
+
+
+class FailingGenerator(IdGenerator):
+    def __init__(self, fail_on_call: int):
+        self.calls, self.fail_on_call = 0, fail_on_call
+
+    def generate(self, id_vectors, seeds):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise RuntimeError(f"generator broke on call {self.calls}")
+        return super().generate(id_vectors, seeds)
+
+
+def run_job(out_dir, overlap: bool, generator=None, analyzer=None, full_image: bool = True):
+    stages = Stages(
+        generator=generator or IdGenerator(),
+        analyzer=analyzer or OrderRecordingAnalyzer(),
+        id_filter=IdentityFilter(FilterConfig(use_target=False, min_images=2, inter_action="drop")),
+    )
+    embeddings = np.zeros((14, DIM), np.float32)
+    embeddings[:, 0] = np.arange(14)
+    settings = JobSettings(run_seed=1, images_per_id=PER_ID, batch_size=3, jpeg_quality=90,
+                           write_full_image=full_image, inter_class="shard", overlap=overlap)
+    return run_shard_job(ShardJob(index=2, id_start=10, id_stop=14), embeddings, stages, settings, Output(str(out_dir)))
+
+
+def stage_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+
+
+RUN_DEPENDENT = ("timings_s", "started_at", "finished_at", "pid", "host", "attempt")
+
+
+def test_overlap_writes_the_same_shard_in_the_same_order(tmp_path):
+    on_analyzer, off_analyzer = OrderRecordingAnalyzer(), OrderRecordingAnalyzer()
+    off = run_job(tmp_path / "off", overlap=False, analyzer=off_analyzer)
+    on = run_job(tmp_path / "on", overlap=True, analyzer=on_analyzer)
+    # the analysis really ran on the background thread with overlap, on this one without
+    assert off_analyzer.threads == {threading.current_thread().name}
+    assert len(on_analyzer.threads) == 1 and next(iter(on_analyzer.threads)).startswith(THREAD_PREFIX)
+    for name in ("shard-000002.tar", "shard-000002.parquet"):
+        assert (tmp_path / "on" / name).read_bytes() == (tmp_path / "off" / name).read_bytes(), name
+    assert {k: v for k, v in on.items() if k not in RUN_DEPENDENT} == {k: v for k, v in off.items() if k not in RUN_DEPENDENT}
+    assert "analyze_wait_s" in on["timings_s"] and "analyze_wait_s" not in off["timings_s"]
+    # analysed in plan order: the order stamp of every analysed candidate is its place in the plan
+    rows = pq.read_table(tmp_path / "on" / "shard-000002.parquet").to_pylist()
+    plan = [(i, k) for i in range(10, 14) for k in range(PER_ID)]
+    stamped = {(r["id"], r["index"]): r["det_score"] for r in rows if r["reason"] != "no_face"}
+    assert stamped == {p: pytest.approx(0.9 + 0.001 * plan.index(p)) for p in stamped}
+    with tarfile.open(tmp_path / "on" / "shard-000002.tar") as tar:
+        assert any(m.name.endswith(".full.jpg") for m in tar.getmembers())
+    assert stage_threads() == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("stage", ["generate", "analyse"])
+def test_a_failing_stage_fails_the_job_with_its_error_and_commits_nothing(tmp_path, stage, overlap):
+    kwargs = {"generator": FailingGenerator(3)} if stage == "generate" else {"analyzer": OrderRecordingAnalyzer(2)}
+    with pytest.raises(RuntimeError, match=f"{'generator' if stage == 'generate' else 'analyzer'} broke on call"):
+        run_job(tmp_path, overlap=overlap, **kwargs)
+    assert not (tmp_path / "shard-000002.json").exists()  # no commit marker: resume redoes it
+    assert stage_threads() == []

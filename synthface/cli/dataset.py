@@ -91,6 +91,25 @@ def bench_orchestration(
     )
 
 
+def bench_overlap(
+    models: str = typer.Option(None, "--models", help="Model folder (default: a fresh tiny one)."),
+    size: int = typer.Option(64, help="Image side in px."),
+    steps: int = typer.Option(4, help="Denoising steps."),
+    batch_size: int = typer.Option(8, help="run.batch_size = generation.batch_size."),
+    ids: int = typer.Option(4, help="Identities per shard job."),
+    images_per_id: int = typer.Option(8),
+    jobs: int = typer.Option(2, help="Shard jobs per measurement."),
+    repeats: int = typer.Option(3, help="Measurements per setting (median), after one warm-up round."),
+    sleep_ms: float = typer.Option(0.0, help="The GPU stand-in's time per image (0 = the measured analysis time per image)."),
+    threads: int = typer.Option(1, help="torch threads of the tiny generator."),
+    full_image: bool = typer.Option(False, help="Also encode the full image (run.write_full_image)."),
+) -> None:
+    """run.overlap off vs on in one worker loop: images/s of each and their ratio, with the load average."""
+    from pipelines.bench import overlap_bench
+
+    overlap_bench(models, size, steps, batch_size, ids, images_per_id, jobs, repeats, sleep_ms, threads, full_image)
+
+
 def bench_shard_writer(
     images: int = typer.Option(2000, help="Aligned crops to write."),
     quality: int = typer.Option(95, help="JPEG quality."),
@@ -108,3 +127,4 @@ def register(app: typer.Typer) -> None:
     app.command("card")(card)
     bench_app.command("orchestration")(bench_orchestration)
     bench_app.command("shard-writer")(bench_shard_writer)
+    bench_app.command("overlap")(bench_overlap)

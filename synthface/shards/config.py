@@ -24,6 +24,7 @@ EXECUTION_ONLY_KEYS = (
     "max_retries",
     "log_every_s",
     "job_timeout_s",
+    "overlap",
 )
 
 
@@ -70,6 +71,15 @@ class RunConfig(StrictModel):
             "Seconds a shard job may run before it counts as hung: its worker is replaced and the job "
             "retried elsewhere. None derives it from the jobs measured so far (5x the slowest, at least "
             "300 s; no limit until the first job finishes)."
+        ),
+    )
+    # Off by default until a GPU run shows it helps (issue 17): on a CPU-only
+    # worker both stages compete for the same cores.
+    overlap: bool = Field(
+        False,
+        description=(
+            "Inside a worker, generate batch k+1 while batch k is analysed and encoded on a CPU thread "
+            "(same shards; holds two batches of images instead of one)."
         ),
     )
 
