@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -79,7 +80,11 @@ def test_readme_job_submit_runs_verbatim_on_a_two_node_cluster(two_node_cluster,
            "--", "python", "-m", "synthface", "generate", "--config", str(tmp_path / "tiny.yaml"),
            "--set", f"models_dir={shared / 'models'}", "--bank", str(shared / "bank.parquet"),
            "--out", "s3://synthface-test/run1"]
-    job = _run(cmd, job_env, timeout=900)
+    for _ in range(30):  # a fresh head's job agent takes a while to come up ("try again later")
+        job = _run(cmd, job_env, timeout=900)
+        if "No available agent to submit job" not in job.stderr:
+            break
+        time.sleep(10)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
     assert "succeeded" in job.stdout
     report = verify_dataset("s3://synthface-test/run1")
