@@ -10,12 +10,13 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 EXTRAS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "gpu,dev" || echo "cpu,dev")
 
-.PHONY: setup test demo benchmark clean help
+.PHONY: setup test demo demo-controls benchmark clean help
 
 help:
 	@echo "make setup      install into $(VENV) (torch first, then synthface[$(EXTRAS)])"
 	@echo "make test       run the test suite (runs setup if needed)"
 	@echo "make demo       tiny offline end-to-end run (configs/demo.yaml)"
+	@echo "make demo-controls  the same with the expression adapter and pose ControlNet (configs/demo-controls.yaml)"
 	@echo "make benchmark  train on a dataset, score on .bin files (configs/benchmark.yaml)"
 
 setup: $(STAMP)
@@ -43,6 +44,19 @@ demo: setup
 	$(PY) -m synthface verify $(DEMO)/dataset
 	$(PY) -m synthface card $(DEMO)/dataset
 	@echo "demo dataset: $(DEMO)/dataset (card: $(DEMO)/dataset/README.md)"
+
+# `make demo-controls`: the demo with both Arc2Face controls on (tiny random
+# ControlNet + expression adapter, a stand-in pose pool), under out/demo-controls.
+DEMO_C := out/demo-controls
+
+demo-controls: setup
+	$(PY) -m synthface models init-tiny $(DEMO_C)/models --controlnet --exp-adapter
+	test -d $(DEMO_C)/pose-pool || $(PY) -m synthface pose-pool $(DEMO_C)/pose-pool --count 16 --size 64
+	test -f $(DEMO_C)/bank.parquet || $(PY) -m synthface ids sample --config configs/demo-controls.yaml --out $(DEMO_C)/bank.parquet
+	$(PY) -m synthface generate --config configs/demo-controls.yaml --out $(DEMO_C)/dataset
+	$(PY) -m synthface verify $(DEMO_C)/dataset
+	$(PY) -m synthface card $(DEMO_C)/dataset
+	@echo "demo dataset with controls: $(DEMO_C)/dataset (card: $(DEMO_C)/dataset/README.md)"
 
 # `make benchmark`: train on a dataset's shards, then score on .bin files.
 # Defaults: the demo dataset (made by `make demo` if missing) and the shared

@@ -46,7 +46,10 @@ def run_benchmark(model: str, bins_dir: str | Path, out_dir: str | Path, cfg: Ve
             f"AUC {'n/a' if result.auc is None else f'{result.auc:.4f}'}"
         )
         results.append(result)
-    report = build_report(str(model), embed.description, results, cfg.model_dump(), time.perf_counter() - t0)
+    report = build_report(
+        str(model), embed.description, results, cfg.model_dump(), time.perf_counter() - t0,
+        training=getattr(embed, "training", None),
+    )
     try:
         json_path, md_path = write_report(report, out_dir)
     except OSError as exc:

@@ -23,13 +23,14 @@ CHECKPOINT = "checkpoint.pt"  # latest resumable state
 
 
 class TorchEmbedder:
-    def __init__(self, backbone, device=None, description: str = ""):
+    def __init__(self, backbone, device=None, description: str = "", training: dict | None = None):
         import torch
 
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.backbone = backbone.to(self.device).eval()
         self.description = description
+        self.training = training  # what it was trained on (training_info), for the report
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         from eval.backbones import normalize_images
@@ -57,7 +58,24 @@ def backbone_from_checkpoint(path: str | Path, map_location="cpu"):
     model = state["model"]
     backbone = build_backbone(model["backbone"], embedding_size=model["embedding_size"])
     backbone.load_state_dict(state["backbone"])
-    return backbone, {k: v for k, v in state.items() if k in ("model", "step", "epoch", "dataset")}
+    meta = {k: v for k, v in state.items() if k in ("model", "step", "epoch", "dataset", "loss")}
+    if "loss" not in meta and isinstance(state.get("config"), dict):  # checkpoint.pt keeps the whole config
+        meta["loss"] = state["config"].get("loss")
+    return backbone, meta
+
+
+def training_info(meta: dict) -> dict:
+    """The training run behind a checkpoint, as the report shows it (None where not recorded)."""
+    dataset = meta.get("dataset") or {}
+    loss = meta.get("loss") or {}
+    return {
+        "dataset": dataset.get("root"),
+        "images": dataset.get("num_images"),
+        "classes": dataset.get("num_classes"),
+        "backbone": (meta.get("model") or {}).get("backbone"),
+        "loss": loss.get("type"),
+        "steps": meta.get("step"),
+    }
 
 
 def onnx_input_is_raw(path: str | Path) -> bool | None:
@@ -115,6 +133,7 @@ class OnnxEmbedder:
             )
         self.output_name = outputs[0].name
         self.description = f"ONNX {path.name} (input {input_mode})"
+        self.training = None  # not trained here: its training set is not recorded
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         if self.size is not None and images.shape[1:3] != self.size:
@@ -146,4 +165,6 @@ def load_embedder(model: str | Path, onnx_input: str = "auto", device=None):
         raise MissingModelError(f"model not found: {path} (a run folder, a .pt checkpoint or an .onnx file)")
     backbone, meta = backbone_from_checkpoint(path)
     m = meta["model"]
-    return TorchEmbedder(backbone, device, description=f"{m['backbone']} ({path}, step {meta.get('step')})")
+    return TorchEmbedder(
+        backbone, device, description=f"{m['backbone']} ({path}, step {meta.get('step')})", training=training_info(meta)
+    )

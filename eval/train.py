@@ -374,6 +374,7 @@ def _train(cfg, data, out, rank, world, device, is_main, echo) -> dict:
             {
                 "format": CHECKPOINT_FORMAT,
                 "model": cfg.model.model_dump(mode="json"),
+                "loss": cfg.loss.model_dump(mode="json"),  # for the benchmark report's "our row"
                 "dataset": dataset_info,
                 "step": step,
                 "epoch": step // steps_per_epoch,

@@ -136,6 +136,7 @@ def orchestration_bench(
                     "run": {
                         "ids_per_shard": ids_per_shard,
                         "images_per_id": images_per_id,
+                        "oversample": 1.0,  # the stand-in filter accepts all: no surplus to generate
                         "batch_size": images_per_id,
                         "workers": workers,
                         "gpus_per_worker": 0,
@@ -257,8 +258,10 @@ def overlap_bench(
                 "generation": {"steps": steps, "guidance": 1.0, "height": size, "width": size, "batch_size": batch_size, "device": "cpu"},
                 "faces": {"det_size": max(32, size // 32 * 32), "device": "cpu", "threads": 1},
                 "filter": {"use_target": False, "det_score_min": 0.0, "tau_intra": -1.0, "min_images": 1},
-                "run": {"ids_per_shard": ids_per_job, "images_per_id": images_per_id, "batch_size": batch_size,
-                        "inter_class": "off", "write_full_image": full_image},
+                # oversample 1: the filter passes everything, so each identity is exactly
+                # images_per_id candidates (no surplus, no top-up)
+                "run": {"ids_per_shard": ids_per_job, "images_per_id": images_per_id, "oversample": 1.0,
+                        "batch_size": batch_size, "inter_class": "off", "write_full_image": full_image},
             }
         )
         stages = build_stages(cfg)

@@ -18,12 +18,14 @@ from typing import Any, Callable
 from rich.console import Console
 
 from pipelines.dispatch import Dispatcher
-from pipelines.planning import plan_jobs
+from pipelines.planning import plan_jobs, run_groups
 from pipelines.progress import RunProgress
 from pipelines.shard_job import Stages
 from pipelines.stages import build_stages, load_bank_embeddings
 from synthface.errors import ConfigError, RunStateError
 from synthface.factory_config import FactoryConfig
+from synthface.generation.controls import control_sampler
+from synthface.models.integrity import verify_model_folder
 from synthface.shards.manifest import check_or_start_run, describe_models, run_record, write_manifest
 from synthface.shards.storage import Output, OutputError, fsspec_env
 from synthface.shards.lock import OutputLock
@@ -143,6 +145,15 @@ def worker_config(cfg_data: dict[str, Any]) -> dict[str, Any]:
     models = Path(data.get("models_dir", ""))
     if not models.is_absolute() and models.is_dir():
         data["models_dir"] = str(models.resolve())
+    # the control pools (generation.expression.pool, generation.pose.pool) likewise
+    generation = data.get("generation")
+    if isinstance(generation, dict):
+        generation = data["generation"] = dict(generation)
+        for section in ("expression", "pose"):
+            part = generation.get(section)
+            pool = part.get("pool") if isinstance(part, dict) else None
+            if pool and not Path(pool).is_absolute() and Path(pool).exists():
+                generation[section] = {**part, "pool": str(Path(pool).resolve())}
     return data
 
 
@@ -155,17 +166,30 @@ def generate(
     stages_factory: Callable[[FactoryConfig], Stages] = build_stages,
     console: Console | None = None,
     write_card: bool = True,
+    verify_models: bool = False,
 ) -> GenerateResult:
+    """``verify_models`` re-hashes every model file instead of the size + mtime check."""
     output = Output(out)
     cfg_data = cfg.model_dump(mode="json")
+    # before anything is written: refuse model files that differ from their manifest
+    models_checked = verify_model_folder(cfg.models_dir, full=verify_models)
+    if models_checked is None and Path(cfg.models_dir).is_dir():
+        log.warning(
+            "%s has no synthface-models.json: its files are not verified (record them with "
+            "`synthface models record %s`)", cfg.models_dir, cfg.models_dir,
+        )
     embeddings = load_bank_embeddings(cfg.run.bank, cfg.run.max_ids)
-    num_ids = len(embeddings)
-    if num_ids == 0:
+    if len(embeddings) == 0:
         raise ConfigError(f"'run.bank': {cfg.run.bank} holds no identities")
+    control_sampler(cfg.generation, cfg.seed)  # a bad control pool fails here, before anything is written
+    groups = run_groups(cfg.run, len(embeddings))
+    num_ids = sum(g.num_ids for g in groups)
+    embeddings = embeddings[:num_ids]
     record = run_record(cfg_data, cfg.run.bank, num_ids)
     with OutputLock(output):  # one driver per OUT, for the whole run
         return _generate_locked(
-            cfg, output, cfg_data, embeddings, record, ray_address, restart, stages_factory, console, write_card
+            cfg, output, cfg_data, embeddings, record, ray_address, restart, stages_factory, console, write_card,
+            groups, describe_models(cfg.models_dir, models_checked, "sha256" if verify_models else "size+mtime"),
         )
 
 
@@ -180,6 +204,8 @@ def _generate_locked(
     stages_factory: Callable[[FactoryConfig], Stages],
     console: Console | None,
     write_card: bool,
+    groups,
+    models_info: dict[str, Any],
 ) -> GenerateResult:
     import ray
 
@@ -188,19 +214,19 @@ def _generate_locked(
     num_ids = len(embeddings)
     resuming = check_or_start_run(output, record, restart)
 
-    jobs = plan_jobs(num_ids, cfg.run.ids_per_shard)
+    jobs = plan_jobs(groups, cfg.run.ids_per_shard)
     remove_interrupted_writes(output)
     committed = resumable_shards(output, record["config_hash"], len(jobs))
     todo = [j for j in jobs if j.index not in committed]
     log.info(
-        "%s %s: %d identities, %d shards (%d already committed, %d to do), %d images per identity",
+        "%s %s: %d identities, %d shards (%d already committed, %d to do), images per identity: %s",
         "resuming" if resuming else "starting",
         output.url,
         num_ids,
         len(jobs),
         len(jobs) - len(todo),
         len(todo),
-        cfg.run.images_per_id,
+        " + ".join(f"{g.num_ids} x {g.images_per_id}" for g in groups),
     )
     result = GenerateResult(out=output.url, num_shards=len(jobs), skipped=len(jobs) - len(todo), done=0)
 
@@ -262,9 +288,7 @@ def _generate_locked(
     # the shards were checked on the way in and written by this run: sizes suffice here
     committed = committed_shards(output, record["config_hash"], checksums=False)
     try:
-        result.dataset = write_manifest(
-            output, record, committed, len(jobs), result.failed, describe_models(cfg.models_dir)
-        )
+        result.dataset = write_manifest(output, record, committed, len(jobs), result.failed, models_info)
         if write_card:
             from synthface.shards.card import write_card as _write_card
 

@@ -5,8 +5,9 @@ jittered) identity vector and the image seed, both derived from (run seed,
 identity id, image index) only; generate in batches; analyse each batch right
 away (so full-size images are not held; with ``run.overlap``, on a background
 thread while the next batch is generated: see pipelines/overlap.py); filter
-each identity's candidates as one class; check the shard's classes against
-each other; write the shard.
+each identity's candidates as one class; top up, in further rounds with the
+next image indices, the classes that have fewer than ``images_per_id``
+accepted; check the shard's classes against each other; write the shard.
 
 The stages are passed in (see :class:`Stages`), and their interfaces are those
 of docs/architecture.md; this module holds no model or image logic.
@@ -14,6 +15,7 @@ of docs/architecture.md; this module holds no model or image logic.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -26,8 +28,9 @@ import numpy as np
 from pipelines.overlap import run_overlapped
 from pipelines.planning import ShardJob
 from synthface.seeds import image_seed
+from synthface.shards.config import SHORT_CLASS_REASON, SURPLUS_REASON, candidate_cap, first_round
 from synthface.shards.storage import Output
-from synthface.shards.writer import ShardWriter, encode_jpeg, sample_key
+from synthface.shards.writer import ShardWriter, encode_jpeg, sample_key, thumbnail_jpeg
 
 
 class Generator(Protocol):
@@ -48,7 +51,7 @@ class Filter(Protocol):
 
 SAMPLE_GENERATOR_KEYS = (
     "model", "models_origin", "scheduler", "steps", "guidance", "guidance_fraction", "guided_steps",
-    "lcm_lora", "height", "width", "dtype",
+    "lcm_lora", "height", "width", "dtype", "expression", "pose",
 )
 
 # (embedding, run_seed, identity_id, image_index) -> jittered embedding
@@ -63,6 +66,8 @@ class Stages:
     analyzer: Analyzer
     id_filter: Filter
     jitter: Jitter | None = None
+    # per-candidate expression / pose controls (synthface.generation.controls.ControlSampler); None = off
+    controls: Any = None
 
 
 @dataclass
@@ -70,12 +75,16 @@ class JobSettings:
     """The parts of the factory config a shard job needs."""
 
     run_seed: int
-    images_per_id: int
+    images_per_id: int  # accepted images per identity (a job from run.groups carries its own)
     batch_size: int
     jpeg_quality: int
     write_full_image: bool
     inter_class: str  # "shard" | "off"
     config_hash: str | None = None  # recorded in the stats: resume and verify check it
+    oversample: float = 1.0
+    max_candidates_per_id: int | None = None  # None: 2 x images_per_id
+    short_classes: str = "drop"  # "drop" | "flag"
+    rejected_thumbnails: bool = False
     overlap: bool = False  # generate batch k+1 while batch k is analysed (run.overlap)
 
 
@@ -83,29 +92,46 @@ def _f(value) -> float | None:
     return None if value is None else float(value)
 
 
-def run_shard_job(
-    job: ShardJob,
+def head_pose_fields(result) -> dict[str, float | None]:
+    """yaw / pitch / roll (degrees, 2 decimals) of an analysed image, None without a face."""
+    pose = getattr(result, "head_pose", None)
+    if pose is None:
+        return {"yaw": None, "pitch": None, "roll": None}
+    return {name: round(float(v), 2) for name, v in zip(("yaw", "pitch", "roll"), pose)}
+
+
+def next_round_size(images_per_id: int, accepted: int, candidates: int, cap: int, oversample: float) -> int:
+    """Candidates of an identity's next top-up round (0: the class is done or its cap is spent).
+
+    The missing count over the class's own acceptance so far, times ``oversample``;
+    with nothing accepted yet, as many again as so far. It reads only this class's
+    counts, so a class's rounds do not depend on the other classes of its job.
+    """
+    missing = images_per_id - accepted
+    room = cap - candidates
+    if missing <= 0 or room <= 0:
+        return 0
+    want = math.ceil(missing * oversample * candidates / accepted - 1e-9) if accepted else candidates
+    return max(1, min(room, max(missing, want)))
+
+
+def _accepted(decision) -> int:
+    return sum(1 for img in decision.images if img.accepted)
+
+
+def _generate_and_analyse(
+    plan: list[tuple[int, int]],
     embeddings: np.ndarray,
     stages: Stages,
     settings: JobSettings,
-    output: Output,
-    attempt: int = 0,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Generate, analyse, filter and commit one shard; returns its stats."""
-    t0 = time.perf_counter()
-    started_at = time.time()
-    times = Counter()
-    generator_info = stages.generator.describe()
-    # per sample: what shaped the image; the full description (paths, speed
-    # switches) goes once into the shard stats, so tars do not depend on paths
-    sample_generator = {k: v for k, v in generator_info.items() if k in SAMPLE_GENERATOR_KEYS}
-    ids = list(range(job.id_start, job.id_stop))
-    plan = [(i, k) for i in ids for k in range(settings.images_per_id)]
-    seeds = {(i, k): image_seed(settings.run_seed, i, k) for i, k in plan}
-
-    results: dict[tuple[int, int], Any] = {}
-    full_images: dict[tuple[int, int], bytes] = {}  # encoded at once: full-size arrays would not fit
+    seeds: dict[tuple[int, int], int],
+    results: dict[tuple[int, int], Any],
+    full_images: dict[tuple[int, int], bytes],
+    times: Counter,
+    controls: dict[tuple[int, int], Any] | None = None,
+) -> None:
+    """Process these (identity, image index) candidates: generate in batches and analyse
+    each batch right away (so full-size images are not held); fills ``results``."""
 
     def generate(batch):  # on this thread (see pipelines/overlap.py)
         t = time.perf_counter()
@@ -115,7 +141,8 @@ def run_shard_job(
                 for i, k in batch
             ]
         ).astype(np.float32)
-        images = stages.generator.generate(vectors, [seeds[p] for p in batch])
+        control_kwargs = stages.controls.generate_kwargs([controls[p] for p in batch]) if controls else {}
+        images = stages.generator.generate(vectors, [seeds[p] for p in batch], **control_kwargs)
         times["generate_s"] += time.perf_counter() - t
         return images
 
@@ -132,81 +159,178 @@ def run_shard_job(
     if settings.overlap:
         times["analyze_wait_s"] += staged.stage2_wait_s
 
-    # Filter each identity as a class. The bank embedding is the target when
-    # the recognizer's embeddings have its size (whether the filter trusts the
-    # similarity is its own setting, filter.use_target); otherwise the filter
-    # judges the class by its centre only.
-    t = time.perf_counter()
-    decisions = {}
+
+def run_shard_job(
+    job: ShardJob,
+    embeddings: np.ndarray,
+    stages: Stages,
+    settings: JobSettings,
+    output: Output,
+    attempt: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Generate, analyse, filter and commit one shard; returns its stats.
+
+    Rounds: every identity first gets ``first_round`` candidates (indices 0..);
+    after each round, every identity of the round is judged by the filter on all
+    its candidates so far, and those with fewer than ``images_per_id`` accepted
+    get a top-up round with the next indices (see :func:`next_round_size`) until
+    they have enough or their cap is spent. A class keeps its first
+    ``images_per_id`` accepted images by index; later ones are ``surplus``.
+    """
+    t0 = time.perf_counter()
+    started_at = time.time()
+    times = Counter()
+    generator_info = stages.generator.describe()
+    # per sample: what shaped the image; the full description (paths, speed
+    # switches) goes once into the shard stats, so tars do not depend on paths
+    sample_generator = {k: v for k, v in generator_info.items() if k in SAMPLE_GENERATOR_KEYS}
+    ids = list(range(job.id_start, job.id_stop))
+    class_size = job.images_per_id or settings.images_per_id
+    cap = candidate_cap(class_size, job.max_candidates_per_id or settings.max_candidates_per_id)
     same_space = stages.analyzer.embedding_dim == embeddings.shape[1]
+
+    results: dict[tuple[int, int], Any] = {}
+    full_images: dict[tuple[int, int], bytes] = {}  # encoded at once: full-size arrays would not fit
+    seeds: dict[tuple[int, int], int] = {}
+    # each candidate's controls, from (run seed, id, index) only; stays {} when all are off
+    controls: dict[tuple[int, int], Any] = {}
+    generated = {i: 0 for i in ids}  # candidates so far: indices 0..generated[i]-1
+    decisions = {}
+    todo = {i: first_round(class_size, settings.oversample, cap) for i in ids}
+    rounds = 0
+    while todo:
+        plan = [(i, k) for i in ids if i in todo for k in range(generated[i], generated[i] + todo[i])]
+        seeds.update((p, image_seed(settings.run_seed, *p)) for p in plan)
+        if stages.controls is not None:
+            controls.update((p, stages.controls.for_candidate(*p)) for p in plan)
+        _generate_and_analyse(plan, embeddings, stages, settings, seeds, results, full_images, times, controls)
+        rounds += 1
+        # Judge each class of the round on all its candidates (the filter is class-wide:
+        # a new image can move the centre). The bank embedding is the target when the
+        # recognizer's embeddings have its size (whether the filter trusts the similarity
+        # is its own setting, filter.use_target); otherwise the filter judges the class
+        # by its centre only.
+        t = time.perf_counter()
+        for i in todo:
+            generated[i] += todo[i]
+            target = embeddings[i] if same_space else None
+            decisions[i] = stages.id_filter.filter_class(target, [results[(i, k)] for k in range(generated[i])])
+        times["filter_s"] += time.perf_counter() - t
+        todo = {
+            i: m for i in todo
+            if (m := next_round_size(class_size, _accepted(decisions[i]), generated[i], cap, settings.oversample))
+        }
+
+    # The class: its first class_size accepted images (by index); short classes as configured.
+    t = time.perf_counter()
+    members: dict[int, set[int]] = {}
+    class_reasons: dict[int, str | None] = {}
+    class_flags: dict[int, list[str]] = {}  # kept, but marked (short_classes / filter.inter_action: flag)
     for i in ids:
-        target = embeddings[i] if same_space else None
-        decisions[i] = stages.id_filter.filter_class(target, [results[(i, k)] for k in range(settings.images_per_id)])
-    class_reasons = {i: (None if d.kept else d.reason) for i, d in decisions.items()}
-    class_flags: dict[int, str] = {}  # kept, but marked (filter.inter_action: flag)
+        d = decisions[i]
+        members[i] = set([k for k, img in enumerate(d.images) if img.accepted][:class_size])
+        short = len(members[i]) < class_size
+        if not d.kept:
+            class_reasons[i] = d.reason
+        elif short and settings.short_classes == "drop":
+            class_reasons[i] = SHORT_CLASS_REASON
+        else:
+            class_reasons[i] = None
+            if short:
+                class_flags.setdefault(i, []).append(SHORT_CLASS_REASON)
     if settings.inter_class == "shard":
-        kept = [i for i in ids if decisions[i].kept and decisions[i].centre is not None]
+        kept = [i for i in ids if class_reasons[i] is None and decisions[i].centre is not None]
         if len(kept) > 1:
             centres = np.stack([decisions[i].centre for i in kept]).astype(np.float32)
             drop = stages.id_filter.drops_inter_duplicates
             for i, reason in stages.id_filter.inter_class(np.array(kept, dtype=np.int64), centres).items():
-                (class_reasons if drop else class_flags)[int(i)] = reason
+                if drop:
+                    class_reasons[int(i)] = reason
+                else:
+                    class_flags.setdefault(int(i), []).append(reason)
     times["filter_s"] += time.perf_counter() - t
 
     t = time.perf_counter()
     writer = ShardWriter(output, job.index, jpeg_quality=settings.jpeg_quality)
     reasons = Counter()
-    for i, k in plan:
-        result, decision = results[(i, k)], decisions[i].images[k]
+    for i in ids:
         class_reason = class_reasons[i]
-        accepted = bool(decision.accepted) and class_reason is None
-        reason = None if accepted else (decision.reason if not decision.accepted else class_reason)
-        reasons[reason or "accepted"] += 1
-        writer.add_candidate(
-            {
-                "key": sample_key(i, k),
-                "id": i,
-                "index": k,
-                "seed": seeds[(i, k)],
-                "accepted": accepted,
-                "reason": reason,
-                "sim_target": _f(decision.sim_target),
-                "sim_centre": _f(decision.sim_centre),
-                "det_score": _f(result.det_score),
-                "num_faces": int(result.num_faces),
-                "class_kept": class_reason is None,
-                "class_reason": class_reason or class_flags.get(i),
-            }
-        )
-        if accepted:
-            writer.add_sample(
-                i,
-                k,
-                result.aligned,
+        class_flag = ",".join(class_flags.get(i, [])) or None
+        for k in range(generated[i]):
+            result, decision = results[(i, k)], decisions[i].images[k]
+            if not decision.accepted:
+                reason = decision.reason
+            elif class_reason is not None:
+                reason = class_reason
+            else:
+                reason = None if k in members[i] else SURPLUS_REASON
+            accepted = reason is None
+            reasons[reason or "accepted"] += 1
+            pose = head_pose_fields(result)
+            control_record = controls[(i, k)].record() if controls else {}
+            writer.add_candidate(
                 {
+                    "key": sample_key(i, k),
+                    "id": i,
+                    "index": k,
                     "seed": seeds[(i, k)],
-                    "shard": writer.name,
+                    "accepted": accepted,
+                    "reason": reason,
                     "sim_target": _f(decision.sim_target),
                     "sim_centre": _f(decision.sim_centre),
                     "det_score": _f(result.det_score),
-                    "bbox": None if result.bbox is None else np.asarray(result.bbox, dtype=float).round(2),
-                    "landmarks": None if result.landmarks is None else np.asarray(result.landmarks, dtype=float).round(2),
-                    "generator": sample_generator,
-                    **({"class_flag": class_flags[i]} if i in class_flags else {}),
-                },
-                full_image=full_images.get((i, k)),
+                    "num_faces": int(result.num_faces),
+                    "class_kept": class_reason is None,
+                    "class_reason": class_reason or class_flag,
+                    "thumb": (
+                        thumbnail_jpeg(result.aligned)
+                        if settings.rejected_thumbnails and not accepted and result.aligned is not None
+                        else None
+                    ),
+                    **pose,
+                    **control_record,
+                }
             )
-    num_candidates = len(plan)
+            if accepted:
+                writer.add_sample(
+                    i,
+                    k,
+                    result.aligned,
+                    {
+                        "seed": seeds[(i, k)],
+                        "shard": writer.name,
+                        "sim_target": _f(decision.sim_target),
+                        "sim_centre": _f(decision.sim_centre),
+                        "det_score": _f(result.det_score),
+                        "bbox": None if result.bbox is None else np.asarray(result.bbox, dtype=float).round(2),
+                        "landmarks": None if result.landmarks is None else np.asarray(result.landmarks, dtype=float).round(2),
+                        "generator": sample_generator,
+                        "head_pose": pose,
+                        **({"controls": control_record} if control_record else {}),
+                        **({"class_flag": class_flag} if class_flag else {}),
+                    },
+                    full_image=full_images.get((i, k)),
+                )
+    num_candidates = sum(generated.values())
+    num_kept = sum(1 for r in class_reasons.values() if r is None)
     stats = {
         "id_start": job.id_start,
         "id_stop": job.id_stop,
         "num_ids": job.num_ids,
-        "num_classes_kept": sum(1 for r in class_reasons.values() if r is None),
+        "images_per_id": class_size,
+        "max_candidates_per_id": cap,
+        "num_classes_kept": num_kept,
         "reasons": dict(sorted(reasons.items())),
         "class_reasons": dict(sorted(Counter(r for r in class_reasons.values() if r).items())),
-        "class_flags": dict(sorted(Counter(class_flags.values()).items())),
+        "class_flags": dict(sorted(Counter(f for fl in class_flags.values() for f in fl).items())),
         "acceptance_rate": (reasons["accepted"] / num_candidates) if num_candidates else 0.0,
+        # the real GPU cost of the data: candidates generated per image written
+        "candidates_per_image": (num_candidates / reasons["accepted"]) if reasons["accepted"] else None,
+        "rounds": rounds,
+        "topup_candidates": num_candidates - len(ids) * first_round(class_size, settings.oversample, cap),
         "generator": generator_info,
+        **({"controls": stages.controls.describe()} if stages.controls is not None else {}),
         "attempt": attempt,
         "config_hash": settings.config_hash,
         "host": platform.node(),

@@ -20,7 +20,9 @@ def build_stages(cfg: FactoryConfig) -> Stages:
     from synthface.faces import FaceAnalyzer
     from synthface.filtering import IdentityFilter
     from synthface.generation import Arc2FaceGenerator
+    from synthface.generation.controls import control_sampler
 
+    controls = control_sampler(cfg.generation, cfg.seed)  # checks the pools before the slow model load
     generator = Arc2FaceGenerator.from_folder(cfg.models_dir, cfg.generation)
     analyzer = FaceAnalyzer.from_config(cfg.models_dir, cfg.faces)
     return Stages(
@@ -28,6 +30,7 @@ def build_stages(cfg: FactoryConfig) -> Stages:
         analyzer=analyzer,
         id_filter=IdentityFilter(cfg.filter),
         jitter=make_jitter(cfg),
+        controls=controls,
     )
 
 

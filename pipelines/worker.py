@@ -18,6 +18,7 @@ from pipelines.planning import ShardJob
 from pipelines.shard_job import JobSettings, Stages, run_shard_job
 from synthface.errors import ConfigError
 from synthface.factory_config import FactoryConfig
+from synthface.models.integrity import verify_model_folder
 from synthface.shards.manifest import run_config_hash
 from synthface.shards.storage import Output
 from synthface.shards.writer import warm_up as writer_warm_up
@@ -32,6 +33,10 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
         write_full_image=cfg.run.write_full_image,
         inter_class=cfg.run.inter_class,
         config_hash=run_config_hash(cfg.model_dump(mode="json")),
+        oversample=cfg.run.oversample,
+        max_candidates_per_id=cfg.run.max_candidates_per_id,
+        short_classes=cfg.run.short_classes,
+        rejected_thumbnails=cfg.run.rejected_thumbnails,
         overlap=cfg.run.overlap,
     )
 
@@ -72,6 +77,8 @@ class ShardWorker:
             self.output = Output(out_url)
             check_writable(self.output)  # before loading models: no credentials shows at once
             self.embeddings = embeddings
+            # this node's copy of the model folder, checked like the driver's (size + mtime)
+            verify_model_folder(self.cfg.models_dir)
             self.stages = stages_factory(self.cfg)
             writer_warm_up()
             check_bank_space(self.cfg, self.stages, embeddings.shape[1])

@@ -316,7 +316,8 @@ def factory_config(args, models: Path, bank: Path, overlap: bool) -> dict:
         # Pass everything: random weights make no faces (see the module docstring).
         "filter": {"use_target": False, "det_score_min": 0.0, "max_second_face_ratio": 1.0, "tau_intra": -1.0, "min_images": 1},
         "run": {
-            "bank": str(bank), "ids_per_shard": args.ids_per_shard, "images_per_id": args.images_per_id,
+            # oversample 1 (the filter passes everything): images_per_id candidates per identity, no surplus
+            "bank": str(bank), "ids_per_shard": args.ids_per_shard, "images_per_id": args.images_per_id, "oversample": 1.0,
             "batch_size": args.batch_size, "inter_class": "off", "workers": 1, "gpus_per_worker": 1 if gpu else 0,
             "cpus_per_worker": float(os.cpu_count() or 1), "max_retries": 0, "overlap": overlap, "log_every_s": 10,
         },

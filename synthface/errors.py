@@ -28,3 +28,7 @@ class MissingModelError(SynthfaceError):
 
 class RunStateError(SynthfaceError):
     """An output folder holds a run that conflicts with the one requested."""
+
+
+class ModelIntegrityError(SynthfaceError):
+    """A model file differs from what its folder's synthface-models.json records (or from a known-good hash)."""

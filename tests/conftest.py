@@ -69,7 +69,8 @@ def tiny_models(tmp_path_factory) -> Path:
     """A tiny random-weight model folder (all Arc2Face parts + face models), written once."""
     from synthface.models.tiny import init_tiny
 
-    return init_tiny(tmp_path_factory.mktemp("tiny-models") / "models")
+    # with the optional control weights, so that the controls run through the same folder
+    return init_tiny(tmp_path_factory.mktemp("tiny-models") / "models", with_controlnet=True, with_exp_adapter=True)
 
 
 @pytest.fixture(scope="module")

@@ -143,3 +143,29 @@ def test_switch_rows_flip_after_the_users_overrides():
     assert cfg.perf.channels_last is True and cfg.perf.attention == "classic"
     with pytest.raises(Exception, match="generation"):
         generation_config(base, ["faces.det_size=320"])
+
+
+def test_controls_part_times_each_control_against_plain_in_the_same_run(tmp_path, tiny_models):
+    """`--parts controls`: plain, expression, pose and both, at one batch size, on a folder with the control weights."""
+    import torch
+
+    from synthface.bench.generation import BenchOptions, GenerationBenchmark
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        bench = GenerationBenchmark(
+            BenchOptions(arch="tiny", device="cpu", size=64, steps=1, images=1, batch_sizes=(1,), parts=("controls",),
+                         models_dir=str(tiny_models), json_path=str(tmp_path / "b.json")),
+            log=lambda _: None,
+        )
+        result = bench.run()
+    finally:
+        torch.set_num_threads(threads)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["control: none (baseline)", "control: expression adapter", "control: pose ControlNet",
+                          "control: expression + pose"]
+    for name, row in rows.items():
+        assert row["error"] is None and row["ms_per_image"] > 0, row
+        if name != "control: none (baseline)":
+            assert "x plain ms/image" in row["note"]

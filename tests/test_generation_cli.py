@@ -125,3 +125,25 @@ def test_init_tiny_into_an_uncreatable_folder_is_one_line(cli, tmp_path):
     (tmp_path / "a-file").write_text("x")
     r = cli("models", "init-tiny", tmp_path / "a-file" / "models")
     assert r.returncode == 2 and "cannot create the model folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sample_with_both_controls_records_them(cli, tiny_models, bank, tmp_path):
+    """`synthface pose-pool` writes a pool; `synthface sample` applies both controls and records them."""
+    pool = tmp_path / "pool"
+    r = cli("pose-pool", pool, "--count", "3", "--size", "64")
+    assert r.returncode == 0 and len(list(pool.glob("*.png"))) == 3, r.stderr
+    controls = ["--set", "generation.expression.mode=gaussian", "--set", "generation.pose.mode=pool",
+                "--set", f"generation.pose.pool={pool}"]
+    out = tmp_path / "out"
+    r = cli("sample", "--models", tiny_models, "--bank", bank, "--ids", "0,1", "--per-id", "2", "--out", out, *FAST, *controls)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((out / "sample.json").read_text())
+    assert meta["generator"]["pose"] == {"controlnet_scale": 1.0}
+    assert all(len(i["controls"]["expression"]) == 55 and i["controls"]["pose_control"].endswith(".png") for i in meta["images"])
+    # a bad pool: one line naming the file, exit 2, nothing generated
+    (pool / "tiny.png").write_bytes(b"")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(pool / "tiny.png")
+    r = cli("sample", "--models", tiny_models, "--bank", bank, "--ids", "0", "--per-id", "1", "--out", tmp_path / "o2", *FAST, *controls)
+    assert r.returncode == 2 and "tiny.png is 32x32" in r.stderr and "Traceback" not in r.stderr
+    r = cli("pose-pool", pool, "--count", "1", "--size", "64")
+    assert r.returncode == 2 and "not an empty folder" in r.stderr

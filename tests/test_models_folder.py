@@ -113,11 +113,19 @@ def test_download_respects_hf_hub_offline(tmp_path, monkeypatch):
 def test_download_plan_maps_every_file_into_the_layout():
     from synthface.models.hub import files_to_fetch
 
-    files = files_to_fetch(include_lcm_lora=True)
+    files = files_to_fetch(include_lcm_lora=True, include_controlnet=True, include_exp_adapter=True)
     assert len(files) == len(MODEL_FILES)
     for f in files:  # files land at their layout path: the repo path is its suffix
         assert f.path.endswith(f.repo_path), f
     assert all(f.required for f in files_to_fetch(include_lcm_lora=False))
+    # each opt-in flag adds exactly its own files
+    lcm = {f.path for f in files_to_fetch(True)} - {f.path for f in files_to_fetch(False)}
+    controlnet = {f.path for f in files_to_fetch(False, include_controlnet=True)} - {f.path for f in files_to_fetch(False)}
+    adapter = {f.path for f in files_to_fetch(False, include_exp_adapter=True)} - {f.path for f in files_to_fetch(False)}
+    assert lcm == {"lcm-lora/pytorch_lora_weights.safetensors"}
+    assert controlnet == {"controlnet/config.json", "controlnet/diffusion_pytorch_model.safetensors"}
+    assert adapter == {"exp_adapter/exp_adapter.bin"}
+    assert {f.repo for f in files if f.extra in ("controlnet", "exp-adapter")} == {"FoivosPar/Arc2Face"}
 
 
 def test_download_puts_every_file_at_its_layout_path_and_records_revisions(tmp_path, monkeypatch):
@@ -137,16 +145,21 @@ def test_download_puts_every_file_at_its_layout_path_and_records_revisions(tmp_p
         target.write_text(f"{repo_id}:{filename}@{revision}")
         return str(target)
 
-    def fake_info(self, repo_id, revision=None, timeout=None):
-        return types.SimpleNamespace(sha=f"sha-of-{repo_id.split('/')[0]}")
+    def fake_info(self, repo_id, revision=None, timeout=None, files_metadata=False):
+        return types.SimpleNamespace(sha=f"sha-of-{repo_id.split('/')[0]}", siblings=[])
 
     monkeypatch.setattr(dl, "check_connectivity", lambda root: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", fake_info)
+    monkeypatch.setattr(dl, "known_mismatch", lambda *a: None)  # the fake detector is not the pinned file
 
-    root = dl.download(tmp_path / "models", include_lcm_lora=True, detector_repo="someone/antelope-mirror")
+    root = dl.download(
+        tmp_path / "models", include_lcm_lora=True, detector_repo="someone/antelope-mirror",
+        include_controlnet=True, include_exp_adapter=True,
+    )
     report = check(root)
-    assert report.ok and all(s.present for s in report.files)  # the optional LCM-LoRA too
+    assert report.ok and all(s.present for s in report.files)  # the optional parts too
+    assert (root / "exp_adapter" / "exp_adapter.bin").read_text() == "FoivosPar/Arc2Face:exp_adapter/exp_adapter.bin@sha-of-FoivosPar"
     assert (root / "lcm-lora" / "pytorch_lora_weights.safetensors").read_text().startswith("latent-consistency/")
     assert (root / "scrfd_10g_bnkps.onnx").read_text().startswith("someone/antelope-mirror:")
     # every file is fetched at the commit resolved for its repo
@@ -155,3 +168,23 @@ def test_download_puts_every_file_at_its_layout_path_and_records_revisions(tmp_p
     assert manifest["origin"] == "download"
     assert manifest["parts"]["FoivosPar/Arc2Face"]["revision"] == "sha-of-FoivosPar"
     assert report.origin == "download"
+
+
+def test_check_and_init_tiny_know_the_control_weights(tmp_path, cli):
+    """init-tiny --controlnet --exp-adapter writes them in the real layout; check reports them."""
+    folder = tmp_path / "m"
+    done = cli("models", "init-tiny", str(folder), "--controlnet", "--exp-adapter")
+    assert done.returncode == 0, done.stderr
+    report = check(folder)
+    present = {s.file.path for s in report.files if s.present}
+    assert {"controlnet/config.json", "controlnet/diffusion_pytorch_model.safetensors", "exp_adapter/exp_adapter.bin"} <= present
+    assert {"controlnet", "exp_adapter"} <= set(json.loads((folder / MANIFEST).read_text())["parts"])
+    listing = cli("models", "check", str(folder))
+    assert listing.returncode == 0 and "pose ControlNet" in listing.stdout and "expression adapter" in listing.stdout
+    assert "LCM-LoRA absent" in listing.stdout and "pose ControlNet absent" not in listing.stdout
+
+
+def test_check_names_each_absent_optional_part_and_its_flag(tiny, cli):
+    listing = cli("models", "check", str(tiny))
+    assert listing.returncode == 0
+    assert "--controlnet" in listing.stdout and "--exp-adapter" in listing.stdout and "--lcm-lora" in listing.stdout

@@ -67,6 +67,11 @@ def test_generate_writes_a_verified_dataset(baseline):
     assert dataset["num_candidates"] == NUM_IDS * 2
     assert dataset["num_images"] == report.samples == len(keys_of(out)) > 0
     assert dataset["models"]["origin"] == "tiny-random" and dataset["models"]["files"]
+    # the hashes the run checked at start (size + mtime), as recorded by init-tiny
+    recorded = json.loads((Path(dataset["models"]["dir"]) / "synthface-models.json").read_text())["files"]
+    assert dataset["models"]["verified"] == "size+mtime"
+    assert dataset["models"]["files"] == {rel: e["sha256"] for rel, e in recorded.items()}
+    assert f"{len(recorded)} model files, checked against synthface-models.json (size+mtime)" in (out / "README.md").read_text()
     assert sorted(json.loads((out / "sizes.json").read_text())) == [f"shard-{k:06d}.tar" for k in range(NUM_SHARDS)]
     # every candidate is in a parquet, accepted or with a reason
     table = pq.read_table(out / "shard-000001.parquet").to_pylist()
@@ -91,6 +96,27 @@ def test_rerun_resumes_and_refuses_a_different_config(baseline, tiny_models, ban
     with pytest.raises(RunStateError, match="different config.*--restart"):
         generate(config(tiny_models, bank, images_per_id=3), str(out), stages_factory=support.build_real_stages)
     assert {p.name: p.read_bytes() for p in out.glob("shard-*.tar")} == tars
+
+
+def test_mixed_protocol_in_one_run(ray_cluster, tiny_models, bank, tmp_path):
+    """run.groups: 3 identities x 3 images then 2 x 1, topped up in rounds; jobs stay inside a group."""
+    support.ship_by_value()
+    groups = [{"num_ids": 3, "images_per_id": 3}, {"num_ids": 2, "images_per_id": 1}]
+    cfg = config(tiny_models, bank, groups=groups, max_candidates_per_id=None, oversample=1.0, short_classes="drop")
+    out = tmp_path / "ds"
+    result = generate(cfg, str(out), stages_factory=support.build_real_stages)
+    assert result.ok and result.num_shards == 3  # ids 0-1, 2 (end of the first group), 3-4
+    report = verify_dataset(str(out))  # also checks every class has exactly its group's size
+    assert report.ok, report.problems
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["num_classes"] == 5
+    assert [(s["ids"], s["images_per_id"]) for s in dataset["shards"]] == [([0, 2], 3), ([2, 3], 3), ([3, 5], 1)]
+    counts: dict[int, int] = {}
+    for key in keys_of(out):
+        counts[int(key[:7])] = counts.get(int(key[:7]), 0) + 1
+    assert counts and all(n == (3 if i < 3 else 1) for i, n in counts.items())
+    assert dataset["candidates_per_image"] == dataset["num_candidates"] / dataset["num_images"]
+    assert "| images per identity (class size: accepted images) | 3 x 3 + 2 x 1 |" in (out / "README.md").read_text()
 
 
 def test_asking_for_gpus_the_cluster_lacks_is_a_config_error(ray_cluster, tiny_models, bank, tmp_path):
@@ -308,7 +334,7 @@ def test_cli_embedded_ray_generate_verify_card_and_user_errors(tiny_models, tmp_
 
     bad = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.workers=0")
     assert bad.returncode == 2 and "'run.workers'" in bad.stderr and "Traceback" not in bad.stderr
-    other = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.images_per_id=3")
+    other = cli("generate", "--config", cfg_file, "--out", out, "--set", "run.images_per_id=1")
     assert other.returncode == 2 and "--restart" in other.stderr and "Traceback" not in other.stderr
     missing = cli("generate", "--config", cfg_file, "--out", tmp_path / "x", "--bank", tmp_path / "none.parquet")
     assert missing.returncode == 2 and "none.parquet" in missing.stderr and "Traceback" not in missing.stderr

@@ -71,8 +71,10 @@ def run(tmp_path, inter_action: str):
     )
     embeddings = np.zeros((14, DIM), np.float32)
     embeddings[:, 0] = np.arange(14)  # the generator reads the identity back from the vector
+    # no top-ups (the cap is the class size): these tests are about the class decisions;
+    # tests/test_pipeline_rounds.py covers the rounds
     settings = JobSettings(run_seed=1, images_per_id=PER_ID, batch_size=3, jpeg_quality=90,
-                           write_full_image=False, inter_class="shard")
+                           write_full_image=False, inter_class="shard", max_candidates_per_id=PER_ID)
     out = Output(str(tmp_path / inter_action))
     stats = run_shard_job(ShardJob(index=2, id_start=10, id_stop=14), embeddings, stages, settings, out)
     rows = {(r["id"], r["index"]): r for r in pq.read_table(tmp_path / inter_action / "shard-000002.parquet").to_pylist()}
@@ -97,6 +99,7 @@ def test_drop_removes_the_later_duplicate_and_every_reason_is_recorded(tmp_path)
     assert {rows[(13, k)]["reason"] for k in range(1, PER_ID)} == {"no_face"}
     assert stats["class_reasons"] == {"class_too_small": 1, "inter_class_duplicate": 1}
     assert stats["reasons"] == {"accepted": 8, "class_too_small": 1, "inter_class_duplicate": 4, "no_face": 3}
+    assert stats["rounds"] == 1 and stats["topup_candidates"] == 0 and stats["candidates_per_image"] == 2.0
     assert stats["num_samples"] == 8 and stats["labels"] == [10, 12] and stats["num_classes_kept"] == 2
 
 

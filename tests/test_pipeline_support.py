@@ -62,7 +62,10 @@ def random_bank(path: Path, num_ids: int, dim: int = 512, seed: int = 0) -> Path
 
 
 def tiny_config(models_dir: Path, bank: Path, **run) -> dict:
-    """Factory config data: tiny models, 64 px, 2 steps, permissive filter (random recognizer)."""
+    """Factory config data: tiny models, 64 px, 2 steps, permissive filter (random recognizer).
+    No top-up rounds (the candidate cap is the class size) and short classes kept, so each
+    identity has exactly images_per_id candidates, unless the caller sets those keys."""
+    run = {"oversample": 1.0, "max_candidates_per_id": run.get("images_per_id", 2), "short_classes": "flag", **run}
     return {
         "seed": 7,
         "models_dir": str(models_dir),

@@ -41,7 +41,8 @@ NOMINAL_UNET_TFLOP_512 = 0.84
 NOMINAL_VAE_TFLOP_512 = 2.5
 REFERENCE_IMAGES_PER_PROMPT = 4
 
-PARTS = ("reference", "sweep", "cache", "dtype", "switches", "output")
+PARTS = ("reference", "sweep", "cache", "dtype", "switches", "output", "controls")
+DEFAULT_PARTS = PARTS[:-1]  # controls on request: extra weights to write and four more rows
 # One toggle per perf switch; each row flips it against the resolved default.
 SWITCHES = ("compile", "compile_mode", "fuse_qkv", "channels_last", "attention", "compile_vae", "vae_slicing", "inductor_tuning", "cudnn_tf32")
 # Output-changing rows: name -> generation-config overrides.
@@ -58,7 +59,7 @@ class BenchOptions:
     size: int | None = None  # image side in pixels; None = 512 full / 128 tiny
     batch_sizes: tuple[int, ...] | None = None  # None = (4, 8, 16, 32) on CUDA, (4, 8) elsewhere
     images: int = 32  # timed images per row (rounded up to whole calls)
-    parts: tuple[str, ...] = PARTS
+    parts: tuple[str, ...] = DEFAULT_PARTS
     switches: tuple[str, ...] | None = None  # None = all applicable on this device
     outputs: tuple[str, ...] = OUTPUT_ROWS
     fewer_steps: int = 15
@@ -226,6 +227,21 @@ def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def control_inputs(cfg, batch_size: int, seed: int) -> dict[str, Any]:
+    """The generator's control arguments for a timed call: random FLAME vectors, rendered normal maps."""
+    import numpy as np
+
+    from synthface.generation.pose_maps import render_normal_map
+
+    kwargs: dict[str, Any] = {}
+    if cfg.expression.mode != "off":
+        kwargs["expression"] = np.random.default_rng(seed).normal(0, 1, (batch_size, 55)).astype(np.float32)
+    if cfg.pose.mode != "off":
+        yaws = np.linspace(-45, 45, batch_size)
+        kwargs["pose"] = np.stack([render_normal_map(cfg.height, yaw) for yaw in yaws])
+    return kwargs
+
+
 def load_generator(models_dir: Path, cfg, device, dtype):
     from synthface.generation.generator import Arc2FaceGenerator
 
@@ -297,7 +313,10 @@ class GenerationBenchmark:
             return root
         start = time.perf_counter()
         self.log(f"writing a random-weight '{self.opts.arch}' model folder to {root} ...")
-        write_random_model_folder(root, self.opts.arch, device=str(self.device), dtype=self.torch_dtype(), seed=self.opts.seed)
+        write_random_model_folder(
+            root, self.opts.arch, device=str(self.device), dtype=self.torch_dtype(), seed=self.opts.seed,
+            with_controls="controls" in self.opts.parts,
+        )
         self.log(f"  written in {time.perf_counter() - start:.1f} s")
         return root
 
@@ -321,10 +340,11 @@ class GenerationBenchmark:
             row.perf = dict(generator.perf.as_dict())
             vectors = identity_vectors(batch_size, self.opts.seed + 1)
             n_calls = max(1, math.ceil(self.opts.images / batch_size))
+            controls = control_inputs(cfg, batch_size, self.opts.seed)  # {} unless a control row
 
             def call(i: int) -> None:
                 seeds = [self.opts.seed * 1_000_003 + (i + 1) * batch_size + j for j in range(batch_size)]
-                images = generator.generate(vectors, seeds)
+                images = generator.generate(vectors, seeds, **controls)
                 assert images.shape[0] == batch_size
 
             self._fill(row, time_calls(call, n_calls, batch_size, self.device))
@@ -466,9 +486,35 @@ class GenerationBenchmark:
             for name, changes, note in self.output_variants(models_dir):
                 self.time_generator(models_dir, "output-changing", name, best_bs, changes, note=note)
 
+        if "controls" in opts.parts:
+            self.time_controls(models_dir, best_bs)
+
         result = self.result()
         self._write_json()
         return result
+
+    def time_controls(self, models_dir: Path, batch_size: int) -> None:
+        """Arc2Face's controls against plain generation, timed in the same run at one batch size."""
+        have_pose = (models_dir / "controlnet" / "config.json").is_file()
+        have_exp = (models_dir / "exp_adapter" / "exp_adapter.bin").is_file()
+        pose = {"pose": {"mode": "pool", "pool": "(bench: normal maps rendered in memory)"}}
+        expression = {"expression": {"mode": "gaussian"}}
+        variants = []
+        if have_exp:
+            variants.append(("control: expression adapter", expression, "IP-Adapter, 55-d FLAME vector"))
+        if have_pose:
+            variants.append(("control: pose ControlNet", pose, "ControlNet on normal maps"))
+        if have_exp and have_pose:
+            variants.append(("control: expression + pose", {**expression, **pose}, "both"))
+        if not variants:
+            self.log("[controls] skipped: no controlnet/ or exp_adapter/ in the model folder (a reused --work-dir "
+                     "folder written without --parts controls has none)")
+            return
+        plain = self.time_generator(models_dir, "output-changing", "control: none (baseline)", batch_size, note="plain, same run")
+        for name, changes, note in variants:
+            row = self.time_generator(models_dir, "output-changing", name, batch_size, changes, note=note)
+            if row.error is None and plain.error is None and plain.ms_per_image:
+                row.note += f"; {row.ms_per_image / plain.ms_per_image:.2f}x plain ms/image"
 
     def _flops_without_reference(self, models_dir: Path) -> dict[str, Any]:
         cfg = generation_config(self.base_data(batch_size=1, perf=PLAIN_PERF))

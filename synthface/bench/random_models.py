@@ -59,7 +59,8 @@ def default_size(arch: str) -> int:
 
 
 def write_random_model_folder(
-    root: str | Path, arch: str = "full", device: str = "cpu", dtype=None, seed: int = 0, with_lcm_lora: bool = True
+    root: str | Path, arch: str = "full", device: str = "cpu", dtype=None, seed: int = 0, with_lcm_lora: bool = True,
+    with_controls: bool = True,
 ) -> Path:
     """Write a random-weight Arc2Face model folder (production layout) at ``root``.
 
@@ -68,17 +69,23 @@ def write_random_model_folder(
     ``tiny`` is the folder ``synthface models init-tiny`` writes. With
     ``with_lcm_lora`` a random LoRA in the LCM-LoRA file format goes to
     ``lcm-lora/`` (the generator fuses it, so its cost per step is the base UNet's).
+    ``with_controls`` adds a random pose ControlNet (from the UNet, as real
+    ControlNets are made) and a random expression adapter, in their real layout.
     """
     import torch
 
     from synthface.models import tiny as tiny_models
-    from synthface.models.layout import ENCODER_DIR, LCM_LORA_DIR, SCHEDULER_DIR, TOKENIZER_DIR, UNET_DIR, VAE_DIR
+    from synthface.models.layout import (
+        CONTROLNET_DIR, ENCODER_DIR, EXP_ADAPTER_DIR, LCM_LORA_DIR, SCHEDULER_DIR, TOKENIZER_DIR, UNET_DIR, VAE_DIR,
+    )
 
     if arch not in ARCHES:
         raise ValueError(f"arch must be one of {ARCHES}, got {arch!r}")
     root = Path(root)
     if arch == "tiny":
-        return tiny_models.init_tiny(root, with_lcm_lora=with_lcm_lora, with_face_models=False)
+        return tiny_models.init_tiny(
+            root, with_lcm_lora=with_lcm_lora, with_face_models=False, with_controlnet=with_controls, with_exp_adapter=with_controls
+        )
 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -99,6 +106,10 @@ def write_random_model_folder(
         del encoder
         unet = UNet2DConditionModel(**SD15_UNET).to(dtype)
         unet.save_pretrained(root / UNET_DIR, safe_serialization=True)
+        if with_controls:  # before the LoRA, which leaves wrapped layers in `unet`
+            with torch.random.fork_rng(devices=[]):
+                tiny_models.write_tiny_controlnet(unet, root / CONTROLNET_DIR, (16, 32, 96, 256), dtype=dtype)
+                tiny_models.write_tiny_exp_adapter(unet, root / EXP_ADAPTER_DIR, dtype=dtype)
         if with_lcm_lora:
             # The published LCM-LoRA for SD 1.5 has rank 64.
             tiny_models.write_tiny_lcm_lora(unet.to("cpu"), root / LCM_LORA_DIR, rank=64)
@@ -110,7 +121,9 @@ def write_random_model_folder(
     (root / SCHEDULER_DIR / "scheduler_config.json").write_text(
         json.dumps(tiny_models.SD15_SCHEDULER_CONFIG, indent=2), encoding="utf-8"
     )
-    names = ("arc2face", "encoder", "sd15") + (("lcm-lora",) if with_lcm_lora else ())
+    names = ("arc2face", "encoder", "sd15") + (("lcm-lora",) if with_lcm_lora else ()) + (
+        ("controlnet", "exp_adapter") if with_controls else ()
+    )
     parts = {name: {"repo": "bench-random (full-size architecture)", "revision": None} for name in names}
     tiny_models.write_manifest(root, "bench-random", parts, {"seed": seed, "arch": arch})
     return root

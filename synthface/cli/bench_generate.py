@@ -42,7 +42,8 @@ def bench_generate(
     batch_sizes: str = typer.Option(None, "--batch-sizes", help="B's batch-size sweep, e.g. 4,8,16,32."),
     images: int = typer.Option(32, "--images", min=1, help="Timed images per row (whole calls)."),
     parts: str = typer.Option(
-        "reference,sweep,cache,dtype,switches,output", "--parts", help="Which parts: reference,sweep,cache,dtype,switches,output."
+        "reference,sweep,cache,dtype,switches,output", "--parts",
+        help="Which parts: reference,sweep,cache,dtype,switches,output; add controls for the expression adapter / pose ControlNet vs plain.",
     ),
     switches: str = typer.Option(None, "--switches", help="Perf switches to toggle (default: all that apply here)."),
     outputs: str = typer.Option(

@@ -30,6 +30,9 @@ def generate(
     restart: bool = typer.Option(
         False, "--restart", "--overwrite", help="Delete a previous run in OUT (even with another config) and start over."
     ),
+    verify: bool = typer.Option(
+        False, "--verify", help="Re-hash every model file against synthface-models.json (default: size + mtime check)."
+    ),
 ) -> None:
     """Generate a dataset: bank identities -> images -> filter -> WebDataset shards in OUT.
 
@@ -41,7 +44,7 @@ def generate(
     from synthface.factory_config import load_factory_config
 
     cfg = load_factory_config(config, list(overrides or []) + ([f"run.bank={bank}"] if bank else []))
-    result = run_generate(cfg, out, ray_address=ray_address, restart=restart)
+    result = run_generate(cfg, out, ray_address=ray_address, restart=restart, verify_models=verify)
     ds = result.dataset
     typer.echo(
         f"{result.out}: {ds.get('num_images', 0)} images of {ds.get('num_classes', 0)} identities in "

@@ -23,6 +23,8 @@ def models_download(
     lcm_lora: bool = typer.Option(False, "--lcm-lora", help="Also fetch the optional LCM-LoRA (few-step mode)."),
     revision: str = typer.Option(None, "--revision", help="Pin the FoivosPar/Arc2Face revision (branch, tag, commit)."),
     detector_repo: str = typer.Option(None, "--detector-repo", help="Hub repo holding scrfd_10g_bnkps.onnx (antelopev2 mirror)."),
+    controlnet: bool = typer.Option(False, "--controlnet", help="Also fetch Arc2Face's pose ControlNet (generation.pose)."),
+    exp_adapter: bool = typer.Option(False, "--exp-adapter", help="Also fetch Arc2Face's expression adapter (generation.expression)."),
 ) -> None:
     """Download Arc2Face, the SD 1.5 parts and the face models from the Hugging Face hub."""
     from synthface.models.hub import download
@@ -30,8 +32,22 @@ def models_download(
     def show(f) -> None:
         typer.echo(f"fetching {f.path}  <- {f.repo}:{f.repo_path}")
 
-    download(to, include_lcm_lora=lcm_lora, revision=revision, detector_repo=detector_repo, progress=show)
-    typer.echo(f"model folder ready: {to} (check it with `synthface models check {to}`)")
+    def checked(f, entry: dict) -> None:
+        how = (
+            "matches the known-good sha256 shipped with synthface"
+            if entry["pinned"]
+            else "UNPINNED: synthface ships no known-good sha256 for this file; recorded as downloaded"
+        )
+        typer.echo(f"  {f.path}: {entry['size']} bytes, sha256 {entry['sha256']}, {how}")
+
+    download(
+        to, include_lcm_lora=lcm_lora, revision=revision, detector_repo=detector_repo, progress=show, checked=checked,
+        include_controlnet=controlnet, include_exp_adapter=exp_adapter,
+    )
+    typer.echo(
+        f"model folder ready: {to}; sha256 and size of every file recorded in {to}/synthface-models.json "
+        f"(re-check them with `synthface models check {to} --verify`)"
+    )
 
 
 def _size(n: int | None) -> str:
@@ -45,8 +61,18 @@ def _size(n: int | None) -> str:
 
 
 @models_app.command("check")
-def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> None:
-    """List which model files are present, which are missing, and how to get them (exit 1 if any required is missing)."""
+def models_check(
+    folder: Path = typer.Argument(..., help="Model folder."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Re-hash every file and compare with the sha256 recorded in synthface-models.json."
+    ),
+) -> None:
+    """List which model files are present, which are missing, and how to get them (exit 1 if any required is missing).
+
+    Also compares the files with the sizes and hashes recorded in synthface-models.json
+    (cheap size + mtime check; every file re-hashed with --verify); a differing file
+    stops with a message naming it (exit 2).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -56,8 +82,9 @@ def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> No
     report = check(folder)
     if not report.exists:
         raise MissingModelError(missing_folder_message(folder))
+    recorded = (report.manifest or {}).get("files") or {}
     table = Table(title=f"model folder {folder} (origin: {report.origin})", show_lines=False)
-    for col in ("status", "file", "size", "part", "how to get it"):
+    for col in ("status", "file", "size", "sha256", "part", "how to get it"):
         table.add_column(col, overflow="fold", no_wrap=col == "file")
     for s in report.files:
         if s.present:
@@ -67,7 +94,9 @@ def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> No
         else:
             status = "[yellow]optional, absent[/]"
         how = "" if s.present else f"{s.file.repo} : {s.file.repo_path}"
-        table.add_row(status, s.found_as or s.file.path, _size(s.size), s.file.part, how)
+        entry = recorded.get(s.found_as or s.file.path)
+        pin = "-" if entry is None else ("pinned" if entry.get("pinned") else "unpinned")
+        table.add_row(status, s.found_as or s.file.path, _size(s.size), pin, s.file.part, how)
     Console(width=160).print(table)
     missing = report.missing_required
     if missing:
@@ -76,15 +105,58 @@ def models_check(folder: Path = typer.Argument(..., help="Model folder.")) -> No
             f"(or `synthface models init-tiny DIR` for a tiny test folder)"
         )
         raise typer.Exit(1)
-    lcm = next(s for s in report.files if not s.file.required)
-    extra = "" if lcm.present else f"; LCM-LoRA absent (optional: `synthface models download --to {folder} --lcm-lora`)"
+    absent = sorted({s.file.extra for s in report.files if s.file.extra and not s.present})
+    names = {"lcm-lora": "LCM-LoRA", "controlnet": "pose ControlNet", "exp-adapter": "expression adapter"}
+    extra = "".join(
+        f"; {names.get(e, e)} absent (optional: `synthface models download --to {folder} --{e}`)" for e in absent
+    )
     typer.echo(f"all required model files present{extra}")
+    _check_recorded(folder, recorded, verify)
+
+
+def _check_recorded(folder: Path, recorded: dict, verify: bool) -> None:
+    from synthface.models.integrity import check_files
+
+    if not recorded and not verify:
+        typer.echo(
+            f"no sha256 recorded in {folder}/synthface-models.json: `generate` will refuse this folder until "
+            f"you record them with `synthface models record {folder}`"
+        )
+        return
+    checked = check_files(folder, full=verify)  # raises ModelIntegrityError naming the file
+    pinned = sum(1 for e in checked.values() if e["pinned"])
+    how = "re-hashed, sha256 matches" if verify else "size + mtime match (re-hash with --verify)"
+    typer.echo(
+        f"{len(checked)} recorded file(s) checked: {how}; {pinned} pinned to a known-good sha256, "
+        f"{len(checked) - pinned} unpinned"
+    )
+
+
+@models_app.command("record")
+def models_record(folder: Path = typer.Argument(..., help="Model folder.")) -> None:
+    """Hash the model files now in FOLDER into its synthface-models.json.
+
+    For a folder assembled by hand or downloaded before synthface recorded hashes:
+    only run it on files you trust, since `generate` and `models check` then treat
+    them as the reference.
+    """
+    from synthface.models.integrity import known_mismatch, record_folder
+
+    files = record_folder(folder)
+    for rel, entry in files.items():
+        warning = known_mismatch(folder, rel, entry["sha256"], entry["size"])
+        if warning:
+            typer.echo(f"warning: {warning} (recorded anyway, as unpinned)")
+    pinned = sum(1 for e in files.values() if e["pinned"])
+    typer.echo(f"recorded {len(files)} file(s) in {folder}/synthface-models.json ({pinned} pinned to a known-good sha256)")
 
 
 @models_app.command("init-tiny")
 def models_init_tiny(
     folder: Path = typer.Argument(..., help="Folder to write (must be empty, absent, or an earlier tiny folder)."),
     lcm_lora: bool = typer.Option(False, "--lcm-lora", help="Also write a tiny random LCM-LoRA."),
+    controlnet: bool = typer.Option(False, "--controlnet", help="Also write a tiny random pose ControlNet."),
+    exp_adapter: bool = typer.Option(False, "--exp-adapter", help="Also write a tiny random expression adapter."),
 ) -> None:
     """Write a tiny random-weight model folder (same classes, layout and file formats as the real one)."""
     from synthface.errors import RunStateError
@@ -102,7 +174,7 @@ def models_init_tiny(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunStateError(f"cannot create the model folder {folder}: {exc.strerror or exc}") from None
-    init_tiny(folder, with_lcm_lora=lcm_lora)
+    init_tiny(folder, with_lcm_lora=lcm_lora, with_controlnet=controlnet, with_exp_adapter=exp_adapter)
     typer.echo(f"tiny random-weight model folder written: {folder}")
 
 
@@ -191,6 +263,9 @@ def sample(
     wanted = parse_ids(ids)
     vectors = read_bank_vectors(bank, wanted)
     jitter_vec = jitter_fn(cfg) if jitter and cfg.identity.jitter.enabled else None
+    from synthface.generation.controls import control_sampler
+
+    controls = control_sampler(cfg.generation, cfg.seed)  # checks the control pools before the model load
     try:  # before the slow model load, so a bad --out fails at once
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -216,7 +291,8 @@ def sample(
         batch = cfg.generation.batch_size
         for start in range(0, len(jobs), batch):
             chunk = jobs[start : start + batch]
-            result = generator.generate(np.stack([j[2] for j in chunk]), [j[3] for j in chunk])
+            kwargs = controls.generate_kwargs([controls.for_candidate(j[0], j[1]) for j in chunk]) if controls else {}
+            result = generator.generate(np.stack([j[2] for j in chunk]), [j[3] for j in chunk], **kwargs)
             for (identity, index, _, _), image in zip(chunk, result):
                 images[identity, index] = image
                 save_png(image, out / f"{identity:07d}_{index:03d}.png")
@@ -233,7 +309,11 @@ def sample(
         "seed": cfg.seed,
         "bank": str(bank),
         "jitter": jitter_vec is not None,
-        "images": [{"id": i, "index": k, "seed": s, "file": f"{i:07d}_{k:03d}.png"} for i, k, _, s in jobs],
+        "images": [
+            {"id": i, "index": k, "seed": s, "file": f"{i:07d}_{k:03d}.png",
+             **({"controls": controls.for_candidate(i, k).record()} if controls else {})}
+            for i, k, _, s in jobs
+        ],
         "load_seconds": round(load_s, 3),
         "generate_seconds": round(gen_s, 3),
     }
@@ -243,6 +323,30 @@ def sample(
         f"({gen_s / len(jobs):.3f} s/image, {generator.describe()['scheduler']} x{generator.steps} steps, "
         f"jitter {'on' if jitter_vec else 'off'})"
     )
+
+
+# ---------------------------------------------------------------- pose pool
+def pose_pool(
+    out: Path = typer.Argument(..., help="Folder to write the PNGs into (created)."),
+    count: int = typer.Option(64, "--count", min=1, max=100000, help="Number of control images."),
+    size: int = typer.Option(512, "--size", min=16, max=2048, help="Side in pixels (= generation.height and width)."),
+    yaw_max: float = typer.Option(60.0, "--yaw-max", min=0, max=90, help="Yaw drawn uniformly in [-max, max] degrees."),
+    pitch_max: float = typer.Option(20.0, "--pitch-max", min=0, max=90, help="Pitch range, degrees."),
+    roll_max: float = typer.Option(10.0, "--roll-max", min=0, max=90, help="Roll range, degrees."),
+    seed: int = typer.Option(0, "--seed", min=0),
+) -> None:
+    """Write stand-in normal maps of a simple 3D head at random angles (a pose pool for generation.pose).
+
+    Carries the head's orientation only (an ellipsoid with a nose, not a face);
+    for real normal maps render EMOCA fits (docs/generation.md, "Making a pose pool").
+    """
+    from synthface.errors import InputDataError
+    from synthface.generation.pose_maps import write_pose_pool
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputDataError(f"{out}: not an empty folder; choose a new one (a pool is used as a whole)")
+    paths = write_pose_pool(out, count, size, seed, yaw_max, pitch_max, roll_max)
+    typer.echo(f"wrote {len(paths)} normal maps ({size}x{size}) to {out}")
 
 
 # ---------------------------------------------------------------- bench
@@ -314,3 +418,4 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.add_typer(models_app, name="models")
     app.command("sample")(sample)
+    app.command("pose-pool")(pose_pool)

@@ -17,6 +17,7 @@ import numpy as np
 from synthface.faces.align import CROP_SIZE, estimate_transform, warp_to_template
 from synthface.faces.config import FaceAnalysisConfig
 from synthface.faces.detector import SCRFDDetector
+from synthface.faces.head_pose import estimate_head_pose
 from synthface.faces.images import image_problem
 from synthface.faces.onnx_session import resolve_model_path
 from synthface.faces.recognizer import ArcFaceRecognizer
@@ -42,6 +43,8 @@ class FaceResult:
     # "one dominant face" rule reads it
     second_face_ratio: float = 0.0
     detail: str | None = None
+    # (yaw, pitch, roll) in degrees from the 5 landmarks (synthface.faces.head_pose); None without a face
+    head_pose: tuple[float, float, float] | None = None
 
 
 def _area(boxes: np.ndarray) -> np.ndarray:
@@ -111,6 +114,7 @@ class FaceAnalyzer:
                 landmarks=det.landmarks[main].copy(),
                 num_faces=len(det),
                 second_face_ratio=second,
+                head_pose=estimate_head_pose(det.landmarks[main], images[i].shape[:2]),
             )
             results[i] = result
             matrix = estimate_transform(det.landmarks[main], CROP_SIZE)

@@ -12,6 +12,55 @@ from synthface.generation.speed import PerfConfig
 SchedulerName = Literal["dpmsolver++", "ddim", "euler", "euler_ancestral", "pndm", "unipc", "lcm"]
 
 
+class ExpressionConfig(StrictModel):
+    """Arc2Face's expression adapter: one 55-d FLAME vector per candidate (docs/generation.md)."""
+
+    mode: Literal["off", "neutral", "gaussian", "pool"] = Field(
+        "off",
+        description="off (no adapter, today's images), neutral (all-zero FLAME vector), gaussian "
+        "(per-group normal draws), pool (rows of an .npy file [M, 55]).",
+    )
+    scale: float = Field(1.0, ge=0.0, le=2.0, description="Adapter strength (diffusers set_ip_adapter_scale).")
+    expression_std: float = Field(1.0, ge=0.0, le=5.0, description="gaussian: std of the 50 expression coefficients.")
+    eyelid_std: float = Field(0.3, ge=0.0, le=2.0, description="gaussian: std of the 2 eyelid values (clipped to [0, 1]).")
+    jaw_std: float = Field(
+        0.1, ge=0.0, le=1.0, description="gaussian: std of the 3 jaw values (opening >= 0, the two others clipped to +-0.2)."
+    )
+    pool: str | None = Field(None, description="pool: an .npy file of FLAME vectors, float [M, 55].")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
+    @model_validator(mode="after")
+    def _pool_needs_file(self):
+        if self.mode == "pool" and not self.pool:
+            raise ValueError("expression mode 'pool' needs generation.expression.pool (an .npy file [M, 55])")
+        return self
+
+
+class PoseConfig(StrictModel):
+    """Arc2Face's pose ControlNet: one normal-map control image per candidate."""
+
+    mode: Literal["off", "pool"] = Field("off", description="off, or pool (control images from generation.pose.pool).")
+    pool: str | None = Field(
+        None, description="pool: a folder of normal-map renders (PNG/JPEG, RGB, generation.height x width)."
+    )
+    scale: float = Field(1.0, ge=0.0, le=2.0, description="ControlNet conditioning scale (diffusers controlnet_conditioning_scale).")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
+    @model_validator(mode="after")
+    def _pool_needs_folder(self):
+        if self.mode == "pool" and not self.pool:
+            raise ValueError("pose mode 'pool' needs generation.pose.pool (a folder of normal-map images)")
+        return self
+
+
 class GenerationConfig(StrictModel):
     """Arc2Face sampling settings. Defaults are Arc2Face's published ones."""
 
@@ -45,6 +94,8 @@ class GenerationConfig(StrictModel):
     lcm_steps: int = Field(4, ge=1, le=16, description="Steps in LCM-LoRA mode.")
     lcm_guidance: float = Field(1.0, ge=1.0, le=3.0, description="Guidance in LCM-LoRA mode (1.0 = none).")
     perf: PerfConfig = Field(default_factory=PerfConfig)
+    expression: ExpressionConfig = Field(default_factory=ExpressionConfig)
+    pose: PoseConfig = Field(default_factory=PoseConfig)
 
     @field_validator("lcm", mode="before")
     @classmethod

@@ -140,10 +140,26 @@ class Arc2FaceGenerator:
                 f"generation.height/width must be multiples of {self.vae_scale} for this VAE, got {cfg.height}x{cfg.width}"
             )
         self.perf = optimize_modules(self.unet, self.vae, self.text_encoder, cfg.perf, device)
+        self._load_controls()
         # Rows of the most recent UNet calls (tests count them); bounded for long-running workers.
         self.unet_batch_sizes: deque[int] = deque(maxlen=4096)
 
     # ------------------------------------------------------------------ loading
+    def _load_controls(self) -> None:
+        """The pose ControlNet and the expression adapter, when their config sections are on.
+
+        After the perf switches: those set the UNet's attention processors, and
+        the adapter installs its own (IP-Adapter) processors on top.
+        """
+        from synthface.generation.loading import load_controlnet, load_expression_adapter
+
+        self.controlnet = None
+        if self.cfg.pose.mode != "off":
+            self.controlnet = load_controlnet(self.models_dir, self.device, self.dtype)
+        self.expression_adapter = self.cfg.expression.mode != "off"
+        if self.expression_adapter:
+            load_expression_adapter(self.models_dir, self.parts, self.cfg.expression.scale)
+
     @classmethod
     def from_folder(cls, models_dir, cfg: GenerationConfig | None = None, device=None, dtype=None) -> Arc2FaceGenerator:
         """Load every part from the local model folder ``models_dir``.
@@ -199,6 +215,9 @@ class Arc2FaceGenerator:
             "device": str(self.device),
             "batch_size": self.cfg.batch_size,
             "perf": self.perf.as_dict(),
+            # present only when on, so that plain runs describe themselves as before
+            **({"expression": {"adapter_scale": self.cfg.expression.scale}} if self.expression_adapter else {}),
+            **({"pose": {"controlnet_scale": self.cfg.pose.scale}} if self.controlnet is not None else {}),
         }
 
     # --------------------------------------------------------------- sampling
@@ -217,22 +236,56 @@ class Arc2FaceGenerator:
         latents = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
         return latents.to(self.device, self.dtype), generators
 
-    def generate(self, id_vectors, seeds: Sequence[int]) -> np.ndarray:
+    def generate(self, id_vectors, seeds: Sequence[int], *, expression=None, pose=None) -> np.ndarray:
         """Images for each (identity vector, seed) pair: uint8 [B, H, W, 3].
 
         ``id_vectors`` float32 [B, 512] (normalised here); ``seeds`` one int per image.
+        With ``generation.expression`` on, ``expression`` is one 55-d FLAME vector
+        per image [B, 55]; with ``generation.pose`` on, ``pose`` is one normal-map
+        control image per image, uint8 [B, H, W, 3] (see generation/controls.py).
         The image for a pair does not depend on B or on the other pairs.
         """
         seeds = [int(s) for s in seeds]
         vectors = validate_id_vectors(id_vectors, seeds)
+        expression, pose = self._check_controls(len(vectors), expression, pose)
         out = np.empty((len(vectors), self.cfg.height, self.cfg.width, 3), dtype=np.uint8)
         step = self.cfg.batch_size
         for start in range(0, len(vectors), step):
             stop = min(start + step, len(vectors))
-            out[start:stop] = self._generate_batch(vectors[start:stop], seeds[start:stop])
+            out[start:stop] = self._generate_batch(
+                vectors[start:stop],
+                seeds[start:stop],
+                None if expression is None else expression[start:stop],
+                None if pose is None else pose[start:stop],
+            )
         return out
 
-    def _generate_batch(self, vectors: np.ndarray, seeds: list[int]) -> np.ndarray:
+    def _check_controls(self, n: int, expression, pose):
+        from synthface.generation.controls import FLAME_DIM
+
+        if expression is not None and not self.expression_adapter:
+            raise ConfigError("expression vectors were passed but generation.expression.mode is off (no adapter loaded)")
+        if expression is None and self.expression_adapter:
+            raise InputDataError(f"generation.expression is on: pass one {FLAME_DIM}-d FLAME vector per image (expression=[B, {FLAME_DIM}])")
+        if pose is not None and self.controlnet is None:
+            raise ConfigError("pose control images were passed but generation.pose.mode is off (no ControlNet loaded)")
+        if pose is None and self.controlnet is not None:
+            raise InputDataError("generation.pose is on: pass one control image per image (pose=uint8 [B, H, W, 3])")
+        if expression is not None:
+            expression = np.asarray(expression)
+            if expression.shape != (n, FLAME_DIM) or not np.issubdtype(expression.dtype, np.floating):
+                raise InputDataError(f"expression must be float [{n}, {FLAME_DIM}], got {expression.dtype} {tuple(expression.shape)}")
+            if not np.isfinite(expression).all():
+                raise InputDataError("expression vectors hold NaN or inf values")
+            expression = expression.astype(np.float32)
+        if pose is not None:
+            pose = np.asarray(pose)
+            want = (n, self.cfg.height, self.cfg.width, 3)
+            if pose.shape != want or pose.dtype != np.uint8:
+                raise InputDataError(f"pose control images must be uint8 {list(want)}, got {pose.dtype} {list(pose.shape)}")
+        return expression, pose
+
+    def _generate_batch(self, vectors: np.ndarray, seeds: list[int], expression=None, pose=None) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
@@ -247,18 +300,54 @@ class Arc2FaceGenerator:
             latents, generators = self.initial_latents(seeds)
             latents = latents * scheduler.init_noise_sigma
             step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
+            controls = self._control_inputs(expression, pose)
 
             for i, t in enumerate(scheduler.timesteps):
                 guided = i < self.guided_steps
                 model_in = torch.cat([latents, latents]) if guided else latents
                 model_in = scheduler.scale_model_input(model_in, t)
                 self.unet_batch_sizes.append(model_in.shape[0])
-                noise = self.unet(model_in, t, encoder_hidden_states=context_guided if guided else cond).sample
+                context = context_guided if guided else cond
+                extra = self._control_kwargs(controls, model_in, t, context, guided) if controls else {}
+                noise = self.unet(model_in, t, encoder_hidden_states=context, **extra).sample
                 if guided:
                     noise_uncond, noise_cond = noise.chunk(2)
                     noise = noise_uncond + self.guidance * (noise_cond - noise_uncond)
                 latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
             return self.decode(latents)
+
+    def _control_inputs(self, expression, pose) -> dict:
+        """Tensors of the batch's controls, for the conditional rows and for [uncond; cond] rows.
+
+        As diffusers' pipelines do it: the adapter's unconditional embedding is a
+        zero vector (Arc2Face's demo builds ``cat([zeros, flame])``); the
+        ControlNet sees the same control image in both halves; a control image
+        is RGB scaled to [0, 1] in float32, then cast.
+        """
+        import torch
+
+        controls = {}
+        if expression is not None:
+            e = torch.from_numpy(expression).to(self.device, self.dtype)[:, None, :]  # [B, 1, 55]
+            controls["expression"] = (e, torch.cat([torch.zeros_like(e), e]))
+        if pose is not None:
+            c = (torch.from_numpy(pose).permute(0, 3, 1, 2).float() / 255.0).to(self.device, self.dtype)
+            controls["pose"] = (c, torch.cat([c, c]))
+        return controls
+
+    def _control_kwargs(self, controls: dict, model_in, t, context, guided: bool) -> dict:
+        """Extra UNet arguments of one step: adapter embeddings, ControlNet residuals."""
+        extra = {}
+        if "expression" in controls:
+            extra["added_cond_kwargs"] = {"image_embeds": [controls["expression"][guided]]}
+        if "pose" in controls:
+            down, mid = self.controlnet(
+                model_in, t, encoder_hidden_states=context, controlnet_cond=controls["pose"][guided],
+                conditioning_scale=self.cfg.pose.scale, guess_mode=False, return_dict=False,
+            )
+            extra["down_block_additional_residuals"] = down
+            extra["mid_block_additional_residual"] = mid
+        return extra
 
     def decode(self, latents) -> np.ndarray:
         """VAE-decode latents to uint8 [B, H, W, 3]."""

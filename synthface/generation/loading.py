@@ -10,8 +10,12 @@ from typing import Any
 
 from synthface.errors import MissingModelError
 from synthface.models.check import read_manifest, require
+from synthface.models.layout import files_of_extra
 from synthface.models.layout import (
+    CONTROLNET_DIR,
     ENCODER_DIR,
+    EXP_ADAPTER_DIR,
+    EXP_ADAPTER_WEIGHTS,
     LCM_LORA_DIR,
     LCM_LORA_WEIGHTS,
     MODEL_FILES,
@@ -122,3 +126,63 @@ def apply_lcm_lora(unet, weights: Path) -> None:
         unet.unload_lora()  # keep the fused weights, drop the adapter modules
 
     _load("LCM-LoRA", weights.parent, weights.parent.parent, load)
+
+
+def load_controlnet(root: str | Path, device, dtype):
+    """Arc2Face's pose ControlNet from ``controlnet/`` (diffusers ControlNetModel), as the reference demo loads it."""
+    from diffusers import ControlNetModel
+
+    root = Path(root)
+    _require_extra(root, "controlnet", "generation.pose is on")
+    path = root / CONTROLNET_DIR
+    controlnet = _load("pose ControlNet", path, root, lambda: ControlNetModel.from_pretrained(path, torch_dtype=dtype))
+    controlnet.to(device).eval().requires_grad_(False)
+    return controlnet
+
+
+def load_expression_adapter(root: str | Path, parts: LoadedParts, scale: float) -> None:
+    """Load ``exp_adapter/exp_adapter.bin`` into ``parts.unet`` with diffusers' public IP-Adapter API.
+
+    As Arc2Face's demo: ``load_ip_adapter(models, subfolder="exp_adapter",
+    weight_name="exp_adapter.bin", image_encoder_folder=None)`` (the FLAME
+    vector is the "image embedding"; no image encoder), then
+    ``set_ip_adapter_scale``. The loader needs a pipeline object; a
+    StableDiffusionPipeline around our own modules serves (nothing is copied).
+    """
+    from diffusers import StableDiffusionPipeline
+
+    root = Path(root)
+    _require_extra(root, "exp-adapter", "generation.expression is on")
+
+    def load():
+        pipe = StableDiffusionPipeline(
+            vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,
+            scheduler=None, safety_checker=None, feature_extractor=None, image_encoder=None,
+            requires_safety_checker=False,
+        )
+        pipe.load_ip_adapter(str(root), subfolder=EXP_ADAPTER_DIR, weight_name=EXP_ADAPTER_WEIGHTS, image_encoder_folder=None)
+        pipe.set_ip_adapter_scale(scale)
+
+    _load("expression adapter", root / EXP_ADAPTER_DIR / EXP_ADAPTER_WEIGHTS, root, lambda: _quietly(lambda: _diffusers_quietly(load)))
+
+
+def _diffusers_quietly(fn):
+    """Run ``fn`` without diffusers' notices that do not apply here (no image encoder by design)."""
+    from diffusers.utils import logging as d_logging
+
+    before = d_logging.get_verbosity()
+    d_logging.set_verbosity_error()
+    try:
+        return fn()
+    finally:
+        d_logging.set_verbosity(before)
+
+
+def _require_extra(root: Path, extra: str, why: str) -> None:
+    for f in files_of_extra(extra):
+        if not any((root / name).is_file() for name in (f.path, *f.alternatives)):
+            raise MissingModelError(
+                f"{why} but {root / f.path} ({f.part}) is missing; get it with "
+                f"`synthface models download --to {root} --{extra}` (from {f.repo}: {f.repo_path}) "
+                f"or `synthface models init-tiny DIR --{extra}` for tiny test weights"
+            )

@@ -270,7 +270,8 @@ def _compile_forward(module, perf: ResolvedPerf, pad_batch: bool = False) -> Non
     def padded_forward(sample, timestep, encoder_hidden_states=None, *args, **kwargs):
         n = sample.shape[0]
         target = min((b for b in compiled_batches if n < b < 2 * n), default=n)
-        if target == n or args or any(torch.is_tensor(v) for v in kwargs.values()):
+        # row-wise extras (ControlNet residuals, adapter embeddings) are not padded: no padding then
+        if target == n or args or any(torch.is_tensor(v) or (isinstance(v, (dict, list, tuple)) and v) for v in kwargs.values()):
             compiled_batches.add(n)
             return run(sample, timestep, encoder_hidden_states, *args, **kwargs)
         sample = _pad_rows(sample, target)

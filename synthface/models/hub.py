@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from synthface.errors import MissingModelError
+from synthface.errors import MissingModelError, ModelIntegrityError
+from synthface.models.integrity import file_record, known_mismatch, present_layout_files
 from synthface.models.layout import MODEL_FILES, ModelFile
 from synthface.models.tiny import write_manifest
 
@@ -54,8 +55,9 @@ def check_connectivity(root: Path, timeout: float = CONNECT_TIMEOUT_S) -> None:
         raise MissingModelError(offline_message(root, f"{host}:{port}: {exc.strerror or exc}")) from None
 
 
-def files_to_fetch(include_lcm_lora: bool) -> list[ModelFile]:
-    return [f for f in MODEL_FILES if f.required or include_lcm_lora]
+def files_to_fetch(include_lcm_lora: bool, include_controlnet: bool = False, include_exp_adapter: bool = False) -> list[ModelFile]:
+    extras = {"lcm-lora": include_lcm_lora, "controlnet": include_controlnet, "exp-adapter": include_exp_adapter}
+    return [f for f in MODEL_FILES if f.required or extras.get(f.extra or "", False)]
 
 
 def download(
@@ -64,11 +66,19 @@ def download(
     revision: str | None = None,
     detector_repo: str | None = None,
     progress: Callable[[ModelFile], None] | None = None,
+    include_controlnet: bool = False,
+    include_exp_adapter: bool = False,
+    checked: Callable[[ModelFile, dict], None] | None = None,
 ) -> Path:
     """Download every model file into ``root`` and write ``synthface-models.json``.
 
     ``revision`` pins the Arc2Face repo (branch, tag or commit); the other repos
-    use their main branch. Files already present are kept (resumable).
+    use their main branch. Files already present are kept (resumable). Each
+    file's sha256 and size are recorded; a file that differs from the hub's own
+    LFS sha256 or from a known-good value (integrity.KNOWN_SHA256) is deleted
+    and the download stops with a message naming it. ``checked(file, entry)``
+    is called per file with its manifest entry (``pinned`` says whether a
+    known-good value confirmed it).
     """
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import (
@@ -86,11 +96,13 @@ def download(
     root.mkdir(parents=True, exist_ok=True)
     api = HfApi()
     revisions: dict[str, str | None] = {}
+    hub_sha256: dict[tuple[str, str], str] = {}  # (repo, path) -> sha256 the hub lists for an LFS file
+    records: dict[str, dict] = {}
 
     def repo_of(f: ModelFile) -> str:
         return detector_repo if (detector_repo and f.repo == ANTELOPEV2_REPO) else f.repo
 
-    for f in files_to_fetch(include_lcm_lora):
+    for f in files_to_fetch(include_lcm_lora, include_controlnet, include_exp_adapter):
         repo = repo_of(f)
         rev = revision if repo == ARC2FACE_REPO else None
         if progress:
@@ -99,7 +111,11 @@ def download(
         local_dir = root / f.path[: len(f.path) - len(f.repo_path)]
         try:
             if repo not in revisions:
-                revisions[repo] = api.model_info(repo, revision=rev, timeout=30).sha
+                info = api.model_info(repo, revision=rev, timeout=30, files_metadata=True)
+                revisions[repo] = info.sha
+                for sib in info.siblings or ():
+                    if getattr(sib, "lfs", None) is not None:
+                        hub_sha256[(repo, sib.rfilename)] = sib.lfs.sha256
             hf_hub_download(repo, f.repo_path, revision=revisions[repo] or rev, local_dir=local_dir, etag_timeout=10)
         except GatedRepoError:
             raise MissingModelError(
@@ -114,6 +130,35 @@ def download(
         except OSError as exc:  # connection resets, timeouts, disk full
             raise MissingModelError(f"downloading {repo}/{f.repo_path} into {local_dir} failed: {exc}") from None
 
+        entry = file_record(root, f.path, f"{repo}@{revisions[repo] or rev or 'main'}:{f.repo_path}")
+        _refuse_if_differs(root, f, entry, hub_sha256.get((repo, f.repo_path)))
+        records[f.path] = entry
+        if checked:
+            checked(f, entry)
+
+    # files already in the folder that this call did not fetch (e.g. an optional
+    # part from an earlier download) keep their entries, or get one now
+    from synthface.models.check import read_manifest
+
+    earlier = (read_manifest(root) or {}).get("files") or {}
+    for rel in present_layout_files(root):
+        if rel not in records:
+            records[rel] = earlier.get(rel) or file_record(root, rel, "already in the folder (not fetched by this download)")
     parts = {repo: {"repo": repo, "revision": sha} for repo, sha in revisions.items()}
-    write_manifest(root, "download", parts)
+    write_manifest(root, "download", parts, {"files": dict(sorted(records.items()))})
     return root
+
+
+def _refuse_if_differs(root: Path, f: ModelFile, entry: dict, hub_sha: str | None) -> None:
+    """Delete a downloaded file that is not what the hub or a known-good hash says, and stop."""
+    problem = None
+    if hub_sha and hub_sha != entry["sha256"]:
+        problem = f"{root / f.path}: sha256 {entry['sha256']} differs from the hub's LFS record {hub_sha} (corrupted transfer?)"
+    else:
+        problem = known_mismatch(root, f.path, entry["sha256"], entry["size"])
+    if problem:
+        (root / f.path).unlink(missing_ok=True)
+        raise ModelIntegrityError(
+            f"{problem}; deleted it. Retry the download; if the same file comes back, the source serves a "
+            f"different file (for the detector, try another antelopev2 mirror with --detector-repo)"
+        )

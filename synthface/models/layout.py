@@ -24,6 +24,9 @@ VAE_DIR = "vae"
 TOKENIZER_DIR = "tokenizer"
 SCHEDULER_DIR = "scheduler"
 LCM_LORA_DIR = "lcm-lora"
+CONTROLNET_DIR = "controlnet"  # Arc2Face's pose ControlNet (normal maps)
+EXP_ADAPTER_DIR = "exp_adapter"  # Arc2Face's expression adapter (IP-Adapter on FLAME vectors)
+EXP_ADAPTER_WEIGHTS = "exp_adapter.bin"
 ARCFACE_ONNX = "arcface.onnx"
 DETECTOR_ONNX = "scrfd_10g_bnkps.onnx"
 MANIFEST = "synthface-models.json"
@@ -48,6 +51,8 @@ class ModelFile:
     required: bool = True
     # Any of these names satisfies the file (e.g. safetensors or .bin weights).
     alternatives: tuple[str, ...] = ()
+    # Optional parts: the `models download` / `init-tiny` flag that fetches them (without the dashes).
+    extra: str | None = None
 
     def how_to_get(self) -> str:
         return f"`synthface models download --to DIR` (from {self.repo}: {self.repo_path})"
@@ -91,6 +96,33 @@ MODEL_FILES: tuple[ModelFile, ...] = (
         LCM_LORA_WEIGHTS,
         "LCM-LoRA (optional: few-step sampling)",
         required=False,
+        extra="lcm-lora",
+    ),
+    ModelFile(
+        f"{CONTROLNET_DIR}/config.json", ARC2FACE_REPO, "controlnet/config.json", "pose ControlNet (optional)",
+        required=False, extra="controlnet",
+    ),
+    ModelFile(
+        f"{CONTROLNET_DIR}/diffusion_pytorch_model.safetensors",
+        ARC2FACE_REPO,
+        "controlnet/diffusion_pytorch_model.safetensors",
+        "pose ControlNet (optional)",
+        required=False,
+        alternatives=(f"{CONTROLNET_DIR}/diffusion_pytorch_model.bin",),
+        extra="controlnet",
+    ),
+    ModelFile(
+        f"{EXP_ADAPTER_DIR}/{EXP_ADAPTER_WEIGHTS}",
+        ARC2FACE_REPO,
+        f"exp_adapter/{EXP_ADAPTER_WEIGHTS}",
+        "expression adapter (optional)",
+        required=False,
+        extra="exp-adapter",
     ),
 )
+
+
+def files_of_extra(extra: str) -> list[ModelFile]:
+    """The layout files that a download/init-tiny flag adds (e.g. ``"controlnet"``)."""
+    return [f for f in MODEL_FILES if f.extra == extra]
 

@@ -11,7 +11,12 @@ the way the real checkpoints are (see docs/generation.md):
   words (``photo of a id person``) are single tokens;
 - ``scheduler/``: SD 1.5's scheduler config (PNDM, scaled-linear betas);
 - ``vae/``: a VAE with SD's 8x down-sampling, so image sizes mean the same;
-- the two face ONNX models, written by the face stage.
+- the two face ONNX models, written by the face stage;
+- optionally ``controlnet/`` (a ControlNetModel made from the tiny UNet, saved
+  with ``save_pretrained`` as Arc2Face's is) and ``exp_adapter/exp_adapter.bin``
+  (an IP-Adapter state dict ``{"image_proj", "ip_adapter"}`` with a 55-d input,
+  read by diffusers' ``load_ip_adapter`` like the real one). Their zero-initialised
+  output layers get random values, so that they really change the images.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from pathlib import Path
 
 from synthface.models.layout import (
     ARC2FACE_PROMPT,
+    CONTROLNET_DIR,
+    EXP_ADAPTER_DIR,
+    EXP_ADAPTER_WEIGHTS,
     ENCODER_DIR,
     LCM_LORA_DIR,
     LCM_LORA_WEIGHTS,
@@ -214,6 +222,66 @@ def write_tiny_lcm_lora(unet, folder: Path, rank: int = 4) -> Path:
     return folder / LCM_LORA_WEIGHTS
 
 
+def write_tiny_controlnet(unet, folder: Path, conditioning_channels=(8, 8, 16, 16), dtype=None) -> Path:
+    """A ControlNet with ``unet``'s encoder; its zero convolutions made random (else it does nothing).
+
+    ``conditioning_channels``: the control-image encoder's widths (SD's ControlNets use 16, 32, 96, 256).
+    """
+    import torch
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(conditioning_channels))
+    gen = torch.Generator().manual_seed(TINY_SEED + 11)
+    zero_init = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():
+        for conv in zero_init:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen, device="cpu") * 0.05)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen, device="cpu") * 0.01)
+    if dtype is not None:
+        controlnet.to(dtype)
+    controlnet.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def write_tiny_exp_adapter(unet, folder: Path, flame_dim: int = 55, num_tokens: int = 4, dtype=None) -> Path:
+    """An IP-Adapter state dict for ``unet`` whose image projection takes a ``flame_dim`` vector.
+
+    Layout as diffusers' ``load_ip_adapter`` reads it: ``image_proj`` holds
+    ``proj.weight/bias`` [num_tokens * width, flame_dim] and ``norm``; ``ip_adapter``
+    holds ``{k}.to_k_ip.weight`` / ``{k}.to_v_ip.weight`` for each cross-attention
+    layer, k = 1, 3, 5, ... in ``unet.attn_processors`` order.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(TINY_SEED + 13)
+    width = int(unet.config.cross_attention_dim)
+
+    def rand(*shape, fan_in):
+        return torch.randn(shape, generator=gen, device="cpu") / fan_in**0.5
+
+    image_proj = {
+        "proj.weight": rand(num_tokens * width, flame_dim, fan_in=flame_dim),
+        "proj.bias": torch.zeros(num_tokens * width, device="cpu"),
+        "norm.weight": torch.ones(width, device="cpu"),
+        "norm.bias": torch.zeros(width, device="cpu"),
+    }
+    modules = dict(unet.named_modules())
+    ip_adapter, key = {}, 1
+    for name in unet.attn_processors:
+        if not name.endswith("attn2.processor"):
+            continue
+        hidden = modules[name[: -len(".processor")]].to_q.in_features
+        ip_adapter[f"{key}.to_k_ip.weight"] = rand(hidden, width, fan_in=width)
+        ip_adapter[f"{key}.to_v_ip.weight"] = rand(hidden, width, fan_in=width)
+        key += 2
+    folder.mkdir(parents=True, exist_ok=True)
+    if dtype is not None:
+        image_proj = {k: v.to(dtype) for k, v in image_proj.items()}
+        ip_adapter = {k: v.to(dtype) for k, v in ip_adapter.items()}
+    torch.save({"image_proj": image_proj, "ip_adapter": ip_adapter}, folder / EXP_ADAPTER_WEIGHTS)
+    return folder / EXP_ADAPTER_WEIGHTS
+
+
 def write_manifest(root: Path, origin: str, parts: dict, extra: dict | None = None) -> None:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -231,7 +299,13 @@ def write_manifest(root: Path, origin: str, parts: dict, extra: dict | None = No
     (root / MANIFEST).write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
-def init_tiny(root: str | Path, with_lcm_lora: bool = False, with_face_models: bool = True) -> Path:
+def init_tiny(
+    root: str | Path,
+    with_lcm_lora: bool = False,
+    with_face_models: bool = True,
+    with_controlnet: bool = False,
+    with_exp_adapter: bool = False,
+) -> Path:
     """Write a tiny random-weight model folder at ``root``; returns its path.
 
     Deterministic: the same call writes the same weights.
@@ -261,6 +335,15 @@ def init_tiny(root: str | Path, with_lcm_lora: bool = False, with_face_models: b
         "encoder": {"repo": "tiny-random", "revision": None},
         "sd15": {"repo": "tiny-random (SD 1.5 scheduler config as published)", "revision": None},
     }
+    # Before the LoRA (which leaves wrapped layers in `unet`), under a forked RNG:
+    # adding them changes no other file.
+    with torch.random.fork_rng():
+        if with_controlnet:
+            write_tiny_controlnet(unet, root / CONTROLNET_DIR)
+            parts["controlnet"] = {"repo": "tiny-random", "revision": None}
+        if with_exp_adapter:
+            write_tiny_exp_adapter(unet, root / EXP_ADAPTER_DIR)
+            parts["exp_adapter"] = {"repo": "tiny-random", "revision": None}
     if with_lcm_lora:
         write_tiny_lcm_lora(unet, root / LCM_LORA_DIR)
         parts["lcm-lora"] = {"repo": "tiny-random", "revision": None}
@@ -277,4 +360,8 @@ def init_tiny(root: str | Path, with_lcm_lora: bool = False, with_face_models: b
         parts["faces"] = {"repo": "tiny-random", "revision": None}
 
     write_manifest(root, "tiny-random", parts, {"seed": TINY_SEED})
+    # the same sha256/size records as a download, so tests run the checks real folders get
+    from synthface.models.integrity import record_folder
+
+    record_folder(root, source="tiny-random")
     return root

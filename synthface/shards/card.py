@@ -2,8 +2,14 @@
 
 Pictures (under ``card/``): ``similarity.png`` (histograms of each candidate's
 similarity to its target identity and to its class centre, accepted against
-rejected) and ``identities.png`` (a contact sheet: one row per identity, its
-first accepted aligned crops). Rebuilt any time by ``synthface card OUT``.
+rejected), ``identities.png`` (a contact sheet: one row per identity, its
+first accepted aligned crops), ``classes.png`` (per class: mean and spread of
+its images' similarity to the class centre, acceptance), ``weakest.png``
+(the weakest identities: accepted crops, then rejected candidates with their
+reasons, from the thumbnails the parquet keeps when ``run.rejected_thumbnails``) and
+``head_pose.png`` (the yaw histogram of the accepted images, from the 5-landmark
+head-pose estimate).
+Rebuilt any time by ``synthface card OUT``.
 """
 
 from __future__ import annotations
@@ -13,24 +19,34 @@ import tarfile
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from synthface.errors import InputDataError
+from synthface.shards.config import SURPLUS_REASON
 from synthface.shards.manifest import CARD_FILE, DATASET_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
 
 CARD_DIR = "card"
 SIM_PNG = f"{CARD_DIR}/similarity.png"
 SHEET_PNG = f"{CARD_DIR}/identities.png"
+POSE_PNG = f"{CARD_DIR}/head_pose.png"
+CLASSES_PNG = f"{CARD_DIR}/classes.png"
+WEAKEST_PNG = f"{CARD_DIR}/weakest.png"
+NUM_WEAKEST = 10
+# the candidate columns the card's statistics read (not the thumbnails: those only for the weakest)
+STAT_COLUMNS = ["id", "index", "accepted", "reason", "sim_target", "sim_centre", "class_kept", "class_reason", "yaw"]
 
 
-def read_candidates(output: Output, dataset: dict) -> pa.Table:
+def read_candidates(output: Output, dataset: dict, shards: list | None = None, columns: list | None = None) -> pa.Table:
     tables = []
-    for shard in dataset.get("shards", []):
+    for shard in dataset.get("shards", []) if shards is None else shards:
         stem = shard["name"][: -len(".tar")]
         try:
-            tables.append(pq.read_table(io.BytesIO(output.read_bytes(f"{stem}.parquet"))))
+            parquet = pq.ParquetFile(io.BytesIO(output.read_bytes(f"{stem}.parquet")))
+            names = parquet.schema_arrow.names
+            tables.append(parquet.read(columns=None if columns is None else [c for c in columns if c in names]))
         except (pa.ArrowException, OSError) as exc:
             raise InputDataError(
                 f"{output.url_of(stem + '.parquet')}: unreadable ({str(exc).splitlines()[0][:300]}); "
@@ -83,6 +99,35 @@ def _similarity_png(
     return buf.getvalue()
 
 
+def accepted_yaw(candidates: pa.Table) -> np.ndarray:
+    """Yaw (degrees) of the accepted candidates that have one; empty for shards written before head pose."""
+    if candidates.num_rows == 0 or "yaw" not in candidates.column_names:
+        return np.zeros(0)
+    accepted = np.asarray(candidates["accepted"].to_pylist(), dtype=bool)
+    yaw = np.array([np.nan if v is None else v for v in candidates["yaw"].to_pylist()], dtype=float)
+    return yaw[accepted & np.isfinite(yaw)]
+
+
+def _yaw_png(yaw: np.ndarray) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len(yaw) == 0:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.hist(yaw, bins=np.arange(-90, 91, 5), color="tab:blue")
+    ax.set_xlabel("yaw (degrees; > 0: face turned to the image's right)")
+    ax.set_ylabel("accepted images")
+    ax.set_title(f"head yaw of the {len(yaw)} accepted images")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def _contact_sheet_png(output: Output, dataset: dict, rows: int = 8, cols: int = 8) -> bytes | None:
     """First accepted crops of the first ``rows`` non-empty identities."""
     per_id: dict[int, list[Image.Image]] = {}
@@ -122,6 +167,230 @@ def _contact_sheet_png(output: Output, dataset: dict, rows: int = 8, cols: int =
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def class_stats(candidates: pa.Table) -> dict[str, np.ndarray]:
+    """Per identity (sorted by id): candidates, accepted (written), acceptance (share of its
+    candidates that passed the filter: ``surplus`` ones count, they only came after the class
+    was full), and the mean, spread (std) and minimum of its written images' cosine to the
+    class centre (NaN without images)."""
+    if candidates.num_rows == 0:
+        return {}
+    ids = candidates["id"].to_numpy()
+    uniq, inv = np.unique(ids, return_inverse=True)
+    accepted = np.asarray(candidates["accepted"].to_numpy(zero_copy_only=False), bool)
+    sim = candidates["sim_centre"].to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN
+    n_cand = np.bincount(inv, minlength=len(uniq))
+    n_acc = np.bincount(inv, weights=accepted, minlength=len(uniq)).astype(np.int64)
+    surplus = np.asarray(pc.fill_null(pc.equal(candidates["reason"], SURPLUS_REASON), False).to_numpy(zero_copy_only=False), bool)
+    n_passed = np.bincount(inv, weights=accepted | surplus, minlength=len(uniq))
+    use = accepted & np.isfinite(sim)
+    n_sim = np.bincount(inv[use], minlength=len(uniq))
+    total = np.bincount(inv[use], weights=sim[use], minlength=len(uniq))
+    total_sq = np.bincount(inv[use], weights=sim[use] ** 2, minlength=len(uniq))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n_sim > 0, total / n_sim, np.nan)
+        std = np.where(n_sim > 0, np.sqrt(np.maximum(total_sq / n_sim - mean**2, 0.0)), np.nan)
+    low = np.full(len(uniq), np.inf)
+    np.minimum.at(low, inv[use], sim[use])
+    # a class's outcome, the same on all its rows: "" = kept in full, "dropped: why", "flagged: why"
+    first = candidates.select(["class_kept", "class_reason"]).take(pa.array(np.unique(inv, return_index=True)[1]))
+    outcome = np.array(
+        [("" if not why else f"{'flagged' if kept else 'dropped'}: {why}") for kept, why in
+         zip(first["class_kept"].to_pylist(), first["class_reason"].to_pylist())],
+        object,
+    )
+    return {
+        "id": uniq, "candidates": n_cand, "accepted": n_acc, "acceptance": n_passed / np.maximum(n_cand, 1),
+        "sim_mean": mean, "sim_std": std, "sim_min": np.where(np.isfinite(low), low, np.nan), "outcome": outcome,
+    }
+
+
+def weakest_ids(stats: dict[str, np.ndarray], k: int = NUM_WEAKEST) -> list[int]:
+    """The ``k`` identities with the lowest acceptance by the filter; ties by the lowest mean
+    similarity to their centre, then by id."""
+    if not stats:
+        return []
+    mean = np.where(np.isnan(stats["sim_mean"]), -2.0, stats["sim_mean"])
+    order = np.lexsort((stats["id"], mean, stats["acceptance"]))
+    return [int(stats["id"][j]) for j in order[:k]]
+
+
+def _classes_png(stats: dict[str, np.ndarray], tau_intra: float | None = None) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not stats:
+        return None
+    has_sim = np.isfinite(stats["sim_mean"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
+    panels = (
+        (axes[0], stats["sim_mean"][has_sim], 40, "mean cosine of its images to the class centre"),
+        (axes[1], stats["sim_std"][has_sim], 40, "spread (std) of that cosine within the class"),
+        (axes[2], stats["acceptance"], np.linspace(0, 1, 41), "acceptance (passed the filter / candidates)"),
+    )
+    for ax, values, bins, title in panels:
+        if len(values):
+            ax.hist(values, bins=bins, color="tab:blue", alpha=0.8)
+        else:
+            ax.text(0.5, 0.5, "no accepted images", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("identities")
+    if tau_intra is not None and has_sim.any():
+        axes[0].axvline(tau_intra, color="black", linestyle="--", linewidth=1, label="tau_intra")
+        axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _shard_of(dataset: dict, identity: int) -> dict | None:
+    for shard in dataset.get("shards", []):
+        lo, hi = shard.get("ids", (0, 0))
+        if lo <= identity < hi:
+            return shard
+    return None
+
+
+def _weakest_png(output: Output, dataset: dict, ids: list[int], max_accepted: int = 4, max_rejected: int = 8) -> bytes | None:
+    """One row per identity: up to ``max_accepted`` accepted crops (green frame, from the tar),
+    then up to ``max_rejected`` rejected candidates (red frame, the parquet's thumbnails; grey
+    when none was kept, e.g. no face found) with their reasons."""
+    if not ids:
+        return None
+    cell, label_w, text_h = 64, 70, 14
+    shards = {s["name"]: s for s in (_shard_of(dataset, i) for i in ids) if s is not None}
+    wanted = set(ids)
+    accepted: dict[int, list[Image.Image]] = {}
+    rejected: dict[int, list[tuple[Image.Image | None, str]]] = {}
+    for shard in shards.values():
+        table = read_candidates(output, dataset, [shard], ["id", "index", "accepted", "reason", "thumb"])
+        rows = table.filter(pc.is_in(table["id"], pa.array(sorted(wanted), pa.int64()))).to_pylist()
+        # the filter's rejections first; surplus images (they passed) only where room is left
+        for row in sorted((r for r in rows if not r["accepted"]), key=lambda r: (r["reason"] == SURPLUS_REASON, r["index"])):
+            got = rejected.setdefault(row["id"], [])
+            if len(got) < max_rejected:
+                thumb = row.get("thumb")
+                got.append((Image.open(io.BytesIO(thumb)).convert("RGB") if thumb else None, row["reason"] or ""))
+        if not shard["num_samples"]:
+            continue
+        try:
+            with tarfile.open(fileobj=io.BytesIO(output.read_bytes(shard["name"])), mode="r:") as tar:
+                for member in tar:
+                    key, _, ext = member.name.partition(".")
+                    identity = int(key.split("_")[0])
+                    if ext == "jpg" and identity in wanted and len(accepted.setdefault(identity, [])) < max_accepted:
+                        accepted[identity].append(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            raise InputDataError(
+                f"{output.url_of(shard['name'])}: unreadable ({exc}); `synthface verify` lists what is damaged"
+            ) from None
+    width = label_w + (max_accepted + max_rejected) * cell + 10
+    row_h = cell + text_h
+    sheet = Image.new("RGB", (width, len(ids) * row_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, identity in enumerate(ids):
+        y = r * row_h
+        draw.text((6, y + cell // 2 - 6), f"id {identity}", fill="black")
+        x = label_w
+        for crop in accepted.get(identity, []):
+            sheet.paste(crop.resize((cell - 4, cell - 4)), (x + 2, y + 2))
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), outline="green", width=2)
+            x += cell
+        x = label_w + max_accepted * cell + 10
+        for thumb, reason in rejected.get(identity, []):
+            if thumb is None:
+                draw.rectangle((x + 2, y + 2, x + cell - 3, y + cell - 3), fill=(200, 200, 200))
+            else:
+                sheet.paste(thumb.resize((cell - 4, cell - 4)), (x + 2, y + 2))
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), outline="red", width=2)
+            draw.text((x + 1, y + cell), reason.replace("low_", "")[:11], fill="black")
+            x += cell
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _fmt(x: float, spec: str = ".3f") -> str:
+    return "-" if x is None or not np.isfinite(x) else format(x, spec)
+
+
+def _classes_text(dataset: dict, stats: dict[str, np.ndarray], candidates: pa.Table, has_png: bool, has_weakest: bool) -> list[str]:
+    if not stats:
+        return []
+    out = ["## Classes", ""]
+    sizes = [s.get("images_per_id") for s in dataset.get("shards", []) if s.get("images_per_id")]
+    outcomes = {}
+    for o in stats["outcome"]:
+        outcomes[o or "kept in full"] = outcomes.get(o or "kept in full", 0) + 1
+    out += [
+        "Every identity ends with exactly its class size of accepted images "
+        f"({', '.join(str(n) for n in sorted(set(sizes))) or '-'}), unless it spent its candidate cap "
+        "short of it (`short_class`: dropped or, with `run.short_classes: flag`, kept and flagged) or the "
+        "filter dropped it. Candidates beyond the class size that passed the filter are `surplus`.",
+        "",
+        _table([(k, str(v)) for k, v in sorted(outcomes.items(), key=lambda kv: -kv[1])], ("identities", "count")),
+        "",
+    ]
+    has = np.isfinite(stats["sim_mean"])
+
+    def q(values):
+        v = values[np.isfinite(values)]
+        return ("-", "-", "-") if not len(v) else tuple(_fmt(x) for x in np.percentile(v, [5, 50, 95]))
+
+    rows = [
+        ("mean cosine to the class centre", *q(stats["sim_mean"])),
+        ("spread (std) of that cosine", *q(stats["sim_std"])),
+        ("lowest cosine in the class", *q(stats["sim_min"])),
+        ("acceptance (passed the filter / candidates)", *q(stats["acceptance"].astype(float))),
+        ("candidates per identity", *(str(int(x)) for x in np.percentile(stats["candidates"], [5, 50, 95]))),
+    ]
+    out += [f"Per identity ({int(has.sum())} with accepted images), 5th percentile / median / 95th percentile:", ""]
+    out += ["| | p5 | median | p95 |", "| --- | ---: | ---: | ---: |"] + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    out += [""]
+    if has_png:
+        out += [f"![per-class similarity and acceptance]({CLASSES_PNG})", ""]
+    weak = weakest_ids(stats)
+    if weak:
+        pos = {int(i): j for j, i in enumerate(stats["id"])}
+        reasons: dict[int, dict[str, int]] = {i: {} for i in weak}
+        mask = pc.is_in(candidates["id"], pa.array(weak, pa.int64()))
+        for row in candidates.filter(mask).select(["id", "accepted", "reason"]).to_pylist():
+            if not row["accepted"]:
+                r = reasons[row["id"]]
+                r[row["reason"]] = r.get(row["reason"], 0) + 1
+        out += [
+            f"### The {len(weak)} weakest identities",
+            "",
+            "Lowest acceptance by the filter first (then lowest mean similarity to the centre); every "
+            "candidate not written counted by reason (`surplus` last: those passed the filter).",
+            "",
+            "| id | outcome | written / candidates | acceptance | mean cos | lowest cos | not written: reason x count |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for i in weak:
+            j = pos[i]
+            why = ", ".join(f"`{r}` x{n}" for r, n in sorted(reasons[i].items(), key=lambda kv: (kv[0] == SURPLUS_REASON, -kv[1])))
+            outcome = stats["outcome"][j] or "kept"
+            out.append(
+                f"| {i} | {outcome} | {stats['accepted'][j]} / {stats['candidates'][j]} | {stats['acceptance'][j]:.0%} | "
+                f"{_fmt(stats['sim_mean'][j])} | {_fmt(stats['sim_min'][j])} | {why or '-'} |"
+            )
+        out += [""]
+        if has_weakest:
+            out += [
+                "Each row: written crops (green), then candidates not written (red) with their reason, the "
+                "filter's rejections first; grey where no face was found (or `run.rejected_thumbnails` was "
+                "off), so there is no crop to show.",
+                "",
+                f"![weakest identities]({WEAKEST_PNG})",
+                "",
+            ]
+    return out
 
 
 def _table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
@@ -228,7 +497,17 @@ def terms_sections(dataset: dict) -> list[str]:
     return out
 
 
-def card_text(dataset: dict, candidates: pa.Table, has_sim: bool, has_sheet: bool, location: str = ".") -> str:
+def _class_size_text(run: dict) -> str:
+    groups = run.get("groups")
+    if groups:
+        return " + ".join(f"{g['num_ids']} x {g.get('images_per_id') or run.get('images_per_id')}" for g in groups)
+    return str(run.get("images_per_id", "-"))
+
+
+def card_text(
+    dataset: dict, candidates: pa.Table, has_sim: bool, has_sheet: bool, classes: list[str] | None = None,
+    has_pose: bool = False, location: str = ".",
+) -> str:
     """The card's Markdown; ``location``: where the shards are (for the loading snippets)."""
     cfg = dataset["config"]
     run = cfg.get("run", {})
@@ -260,7 +539,9 @@ def card_text(dataset: dict, candidates: pa.Table, has_sim: bool, has_sheet: boo
         ("images (accepted)", str(n_img)),
         ("candidates generated", str(n_cand)),
         ("acceptance rate", f"{dataset.get('acceptance_rate', 0):.1%}"),
-        ("images per identity (generated)", str(run.get("images_per_id", "-"))),
+        ("images per identity (class size: accepted images)", _class_size_text(run)),
+        ("candidates generated per image kept (GPU cost)", _fmt(dataset.get("candidates_per_image"), ".2f")),
+        ("of the candidates, generated in top-up rounds", str(dataset.get("topup_candidates", "-"))),
         ("shards", str(len(dataset.get("shards", [])))),
         ("seed", str(dataset.get("seed"))),
         ("config hash", f"`{dataset.get('config_hash', '')[:16]}`"),
@@ -272,11 +553,30 @@ def card_text(dataset: dict, candidates: pa.Table, has_sim: bool, has_sheet: boo
     if dataset.get("class_reasons"):
         out += ["Whole identities dropped:", ""]
         out += [_table([(f"`{r}`", str(n)) for r, n in dataset["class_reasons"].items()], ("reason", "identities")), ""]
+    if dataset.get("class_flags"):
+        out += ["Identities kept but flagged (`class_flag` in their samples' json):", ""]
+        out += [_table([(f"`{r}`", str(n)) for r, n in dataset["class_flags"].items()], ("flag", "identities")), ""]
     filt = cfg.get("filter", {})
     if filt:
         out += ["Filter settings: " + ", ".join(f"`{k}={v}`" for k, v in filt.items()), ""]
     if has_sim:
         out += ["### Similarity", "", f"![similarity histograms]({SIM_PNG})", ""]
+    yaw = accepted_yaw(candidates)
+    if len(yaw):
+        p5, p50, p95 = np.percentile(yaw, [5, 50, 95])
+        pose_rows = [
+            ("accepted images with a head-pose estimate", str(len(yaw))),
+            ("yaw 5th / 50th / 95th percentile", f"{p5:.1f} / {p50:.1f} / {p95:.1f} deg"),
+            ("share with abs(yaw) > 30 deg", f"{np.mean(np.abs(yaw) > 30):.1%}"),
+        ]
+        gen = cfg.get("generation", {})
+        controls = [f"`{k}.mode={gen[k].get('mode')}`" for k in ("expression", "pose") if gen.get(k, {}).get("mode", "off") != "off"]
+        out += ["## Head pose", "", "Estimated from the 5 detected landmarks (a generic 3D face fitted with solvePnP).", ""]
+        out += [_table(pose_rows, ("", "")), ""]
+        out += [f"Controls of this run: {', '.join(controls) if controls else 'none (pose varies only through the seed and jitter)'}.", ""]
+        if has_pose:
+            out += [f"![yaw histogram]({POSE_PNG})", ""]
+    out += classes or []
     if has_sheet:
         out += ["## Identities", "", "One row per identity: its first accepted aligned crops.", "", f"![identities]({SHEET_PNG})", ""]
     out += [
@@ -303,6 +603,15 @@ def card_text(dataset: dict, candidates: pa.Table, has_sim: bool, has_sheet: boo
     gen_models = models.get("info", {})
     if gen_models:
         out += ["## Models", "", "```json", __import__("json").dumps(gen_models, indent=2, sort_keys=True), "```", ""]
+    files = models.get("files") or {}
+    if files:
+        how = models.get("verified")
+        checked = f"checked against synthface-models.json ({how})" if how else "NOT verified (the folder had no synthface-models.json)"
+        out += [
+            f"{len(files)} model files, {checked}; {len(models.get('pinned') or [])} pinned to a known-good sha256. "
+            "Their sha256 are in dataset.json (`models.files`).",
+            "",
+        ]
     out += terms_sections(dataset)
     return "\n".join(out)
 
@@ -313,7 +622,7 @@ def write_card(out: str | Output) -> str:
     if not output.exists(DATASET_FILE):
         raise InputDataError(f"{output.url_of(DATASET_FILE)} not found: run `synthface generate` first")
     dataset = read_dataset_manifest(output)
-    candidates = read_candidates(output, dataset)
+    candidates = read_candidates(output, dataset, columns=STAT_COLUMNS)
     filt = dataset.get("config", {}).get("filter", {})
     thresholds = {
         "sim_target": filt.get("tau_target") if filt.get("use_target", True) else None,
@@ -326,6 +635,20 @@ def write_card(out: str | Output) -> str:
     sheet = _contact_sheet_png(output, dataset)
     if sheet is not None:
         output.write_bytes(SHEET_PNG, sheet)
-    text = card_text(dataset, candidates, sim is not None, sheet is not None, location=output.url_of("").rstrip("/"))
+    pose = _yaw_png(accepted_yaw(candidates))
+    if pose is not None:
+        output.write_bytes(POSE_PNG, pose)
+    per_class = class_stats(candidates)
+    classes_png = _classes_png(per_class, filt.get("tau_intra"))
+    if classes_png is not None:
+        output.write_bytes(CLASSES_PNG, classes_png)
+    weakest_png = _weakest_png(output, dataset, weakest_ids(per_class))
+    if weakest_png is not None:
+        output.write_bytes(WEAKEST_PNG, weakest_png)
+    classes = _classes_text(dataset, per_class, candidates, classes_png is not None, weakest_png is not None)
+    text = card_text(
+        dataset, candidates, sim is not None, sheet is not None, classes, pose is not None,
+        location=output.url_of("").rstrip("/"),
+    )
     output.write_bytes(CARD_FILE, text.encode("utf-8"))
     return output.url_of(CARD_FILE)

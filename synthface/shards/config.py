@@ -1,19 +1,26 @@
 """Config of the distributed run and shard output (`run:` section).
 
 Two kinds of keys live here. Keys that shape the dataset (``bank``,
-``ids_per_shard``, ``images_per_id``, ``max_ids``, ``inter_class``, the image
-options) are part of the run's identity: resuming with different values is
-refused. Keys that only shape the execution (workers, GPUs, retries, logging)
+``ids_per_shard``, ``images_per_id``, ``groups``, the top-up keys, ``max_ids``,
+``inter_class``, the image options) are part of the run's identity: resuming
+with different values is refused. Keys that only shape the execution (workers, GPUs, retries, logging)
 may change between a run and its resume; :data:`EXECUTION_ONLY_KEYS` lists them.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synthface.config import StrictModel
+
+# A sample key holds the image index in three digits: indices 0..999.
+MAX_INDEX = 1000
+# Candidate / class reasons of the class-size rounds (the parquet's reason / class_reason)
+SHORT_CLASS_REASON = "short_class"  # fewer than images_per_id accepted when the candidate cap was spent
+SURPLUS_REASON = "surplus"  # passed the filter, but its class already had images_per_id
 
 # `run.*` keys that do not change what is written; a resume may change them.
 EXECUTION_ONLY_KEYS = (
@@ -28,6 +35,18 @@ EXECUTION_ONLY_KEYS = (
 )
 
 
+class ClassGroup(StrictModel):
+    """One block of identities with its own class size (a mixed protocol, e.g. 20K x 50 + 40K x 5)."""
+
+    num_ids: int = Field(ge=1, description="Identities in this group (the next ones of the bank, in id order).")
+    images_per_id: int | None = Field(
+        None, ge=1, le=MAX_INDEX, description="Accepted images per identity of this group (None = run.images_per_id)."
+    )
+    max_candidates_per_id: int | None = Field(
+        None, ge=1, le=MAX_INDEX, description="Candidate cap per identity of this group (None = run.max_candidates_per_id)."
+    )
+
+
 class RunConfig(StrictModel):
     """Shard jobs, workers, retries and output options of `synthface generate`."""
 
@@ -36,7 +55,54 @@ class RunConfig(StrictModel):
         None, ge=1, description="Use only the first N identities of the bank (None = all)."
     )
     ids_per_shard: int = Field(100, ge=1, le=100_000, description="Identities per shard job (one shard each).")
-    images_per_id: int = Field(50, ge=1, le=999, description="Candidate images generated per identity.")
+    images_per_id: int = Field(
+        50,
+        ge=1,
+        le=MAX_INDEX,
+        description=(
+            "Accepted images per identity (the class size). Candidates are generated in rounds until this "
+            "many pass the filter or max_candidates_per_id is spent."
+        ),
+    )
+    oversample: float = Field(
+        1.2,
+        ge=1.0,
+        le=10.0,
+        description=(
+            "First round: ceil(images_per_id x oversample) candidates per identity. A top-up round asks for "
+            "the missing count x oversample / the class's acceptance so far."
+        ),
+    )
+    max_candidates_per_id: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_INDEX,
+        description="Candidates one identity may use in all rounds together (None = 2 x its images_per_id, at most 1000).",
+    )
+    short_classes: Literal["drop", "flag"] = Field(
+        "drop",
+        description=(
+            "An identity that spent max_candidates_per_id with fewer than images_per_id accepted: drop it "
+            "(short_class), or keep its images flagged short_class (still at least filter.min_images)."
+        ),
+    )
+    groups: list[ClassGroup] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Mixed protocol: consecutive blocks of bank identities, each with its own images_per_id "
+            "(e.g. [{num_ids: 20000, images_per_id: 50}, {num_ids: 40000, images_per_id: 5}]). "
+            "run.images_per_id and run.max_candidates_per_id are the groups' defaults; not with max_ids. "
+            "Shard jobs never straddle two groups."
+        ),
+    )
+    rejected_thumbnails: bool = Field(
+        True,
+        description=(
+            "Store a 56x56 JPEG of each rejected candidate's aligned face in the shard parquet "
+            "(column thumb, ~1 KB each), so the dataset card can show what the filter rejected."
+        ),
+    )
     batch_size: int = Field(
         16, ge=1, le=4096, description="Images per generator / face-analysis call inside a worker."
     )
@@ -83,5 +149,34 @@ class RunConfig(StrictModel):
         ),
     )
 
+    @model_validator(mode="after")
+    def _groups_replace_the_flat_keys(self):
+        if self.groups is not None and self.max_ids is not None:
+            raise ValueError("run.groups fixes how many identities are used; remove run.max_ids")
+        for i, (n, cap) in enumerate(self.class_sizes()):
+            if cap < n:
+                where = f"groups[{i}]: " if self.groups is not None else ""
+                raise ValueError(f"{where}max_candidates_per_id ({cap}) is below images_per_id ({n})")
+        return self
+
+    def class_sizes(self) -> list[tuple[int, int]]:
+        """(images_per_id, candidate cap) of each group (one entry without groups)."""
+        groups = self.groups or [ClassGroup(num_ids=1)]
+        out = []
+        for g in groups:
+            n = g.images_per_id or self.images_per_id
+            out.append((n, candidate_cap(n, g.max_candidates_per_id or self.max_candidates_per_id)))
+        return out
+
     def jobs_in_flight(self) -> int:
         return self.max_jobs_in_flight or 2 * self.workers
+
+
+def candidate_cap(images_per_id: int, max_candidates_per_id: int | None) -> int:
+    """Candidates one identity may use: the configured cap, else twice its class size (within the key range)."""
+    return max_candidates_per_id or min(MAX_INDEX, 2 * images_per_id)
+
+
+def first_round(images_per_id: int, oversample: float, cap: int) -> int:
+    """Candidates of an identity's first round."""
+    return min(cap, math.ceil(images_per_id * oversample - 1e-9))

@@ -84,22 +84,35 @@ def file_sha256(url: str) -> str:
     return digest.hexdigest()
 
 
-def describe_models(models_dir: str) -> dict[str, Any]:
-    """What the model folder holds: its synthface-models.json and each file's sha256."""
+def describe_models(models_dir: str, checked: dict[str, dict[str, Any]] | None = None, how: str = "size+mtime") -> dict[str, Any]:
+    """What the model folder holds: its synthface-models.json and each model file's sha256.
+
+    ``checked`` is what the run verified at start (synthface.models.integrity,
+    hashed once and cached by size + mtime, so nothing is re-hashed here);
+    without it (a folder with no manifest) the layout files are hashed now
+    and recorded as unverified.
+    """
+    from synthface.models.integrity import describe_files, present_layout_files
+
     root = Path(models_dir)
-    info: dict[str, Any] = {"dir": str(models_dir), "origin": "unknown", "files": {}}
+    info: dict[str, Any] = {"dir": str(models_dir), "origin": "unknown", "files": {}, "verified": False}
     if not root.is_dir():
         info["origin"] = "missing"
         return info
     meta = root / MODELS_INFO_FILE
     if meta.is_file():
         try:
-            info["info"] = json.loads(meta.read_text(encoding="utf-8"))
-            info["origin"] = info["info"].get("origin", "unknown")
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            info["info"] = {k: v for k, v in data.items() if k != "files"}
+            info["origin"] = data.get("origin", "unknown")
         except json.JSONDecodeError:
             info["origin"] = "unreadable"
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        info["files"][path.relative_to(root).as_posix()] = file_sha256(str(path))
+    if checked is not None:
+        info["files"] = {rel: e["sha256"] for rel, e in sorted(checked.items())}
+        info["pinned"] = sorted(rel for rel, e in checked.items() if e.get("pinned"))
+        info["verified"] = how
+    else:
+        info["files"] = describe_files(root, present_layout_files(root))
     return info
 
 
@@ -111,7 +124,13 @@ def models_identity(models_dir: str) -> dict[str, Any]:
         info = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
-    return {"origin": info.get("origin"), "parts": info.get("parts")}
+    files = info.get("files") if isinstance(info.get("files"), dict) else {}
+    # the recorded hashes too: resuming with other weights would mix two models in one dataset
+    return {
+        "origin": info.get("origin"),
+        "parts": info.get("parts"),
+        "files": {rel: e.get("sha256") for rel, e in sorted(files.items()) if isinstance(e, dict)},
+    }
 
 
 def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int) -> dict[str, Any]:
@@ -194,6 +213,7 @@ def clear_run(output: Output) -> None:
 
 
 class _ShardEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
     name: str = Field(pattern=r"^shard-\d{6}\.tar$")
     num_samples: int = Field(ge=0)
     num_candidates: int = Field(0, ge=0)
@@ -242,13 +262,12 @@ def write_manifest(
     shards = [committed[k] for k in sorted(committed)]
     sizes = {f"{s['shard']}.tar": int(s["num_samples"]) for s in shards}
     missing = [shard_name(k) for k in range(num_shards) if k not in committed]
-    reasons: dict[str, int] = {}
-    class_reasons: dict[str, int] = {}
+    totals: dict[str, dict[str, int]] = {"reasons": {}, "class_reasons": {}, "class_flags": {}}
     for s in shards:
-        for r, n in s.get("reasons", {}).items():
-            reasons[r] = reasons.get(r, 0) + int(n)
-        for r, n in s.get("class_reasons", {}).items():
-            class_reasons[r] = class_reasons.get(r, 0) + int(n)
+        for what, counts in totals.items():
+            for r, n in s.get(what, {}).items():
+                counts[r] = counts.get(r, 0) + int(n)
+    reasons, class_reasons = totals["reasons"], totals["class_reasons"]
     num_images = sum(sizes.values())
     num_candidates = sum(int(s["num_candidates"]) for s in shards)
     cfg = record["config"]
@@ -271,8 +290,12 @@ def write_manifest(
         "num_images": num_images,
         "num_candidates": num_candidates,
         "acceptance_rate": (num_images / num_candidates) if num_candidates else 0.0,
+        # what a kept image cost: candidates generated (all rounds, all classes) per image written
+        "candidates_per_image": (num_candidates / num_images) if num_images else None,
+        "topup_candidates": sum(int(s.get("topup_candidates", 0)) for s in shards),
         "reasons": dict(sorted(reasons.items())),
         "class_reasons": dict(sorted(class_reasons.items())),
+        "class_flags": dict(sorted(totals["class_flags"].items())),
         "sample": {"key": "{id:07d}_{index:03d}", "jpg": "aligned 112x112 RGB", "cls": "identity id", "json": "metadata"},
         "shards": [
             {
@@ -280,6 +303,7 @@ def write_manifest(
                 "num_samples": int(s["num_samples"]),
                 "num_candidates": int(s["num_candidates"]),
                 "ids": [int(s["id_start"]), int(s["id_stop"])],
+                "images_per_id": s.get("images_per_id"),
             }
             for s in shards
         ],

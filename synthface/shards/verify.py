@@ -3,7 +3,9 @@
 Every shard is listed in the manifest and committed; every tar reads; each
 sample has well-formed key, ``jpg``/``cls``/``json``; the image decodes at
 112x112; the label matches the key's identity and lies within num_classes;
-keys are unique across shards; counts agree between tar, stats, sizes.json,
+keys are unique across shards; every identity holds exactly its shard's
+``images_per_id`` images (fewer only when flagged ``short_class``); counts
+agree between tar, stats, sizes.json,
 the wids index and dataset.json; each shard's parquet reads, with one row per
 candidate and one accepted row per sample.
 """
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from synthface.errors import InputDataError
+from synthface.shards.config import SHORT_CLASS_REASON
 from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
 from synthface.shards.writer import ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, shard_problem
@@ -153,6 +156,8 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
         for source, n in expected.items():
             if n != count:
                 problem(f"{name}: holds {count} samples but {source} says {n}")
+        class_count: dict[int, int] = {}
+        flagged_short: set[int] = set()
         for key, members in sorted(samples.items()):
             where = f"{name}:{key}"
             m = KEY_PATTERN.match(key)
@@ -177,9 +182,13 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
                 problem(f"{where}: label {label} does not match the key's identity {int(m.group(1))}")
             labels.add(label)
             try:
-                json.loads(members["json"])
+                meta = json.loads(members["json"])
             except (UnicodeDecodeError, json.JSONDecodeError):
                 problem(f"{where}: json does not parse")
+                meta = {}
+            class_count[label] = class_count.get(label, 0) + 1
+            if SHORT_CLASS_REASON in str(meta.get("class_flag", "") if isinstance(meta, dict) else "").split(","):
+                flagged_short.add(label)
             if check_images:
                 try:
                     with Image.open(io.BytesIO(members["jpg"])) as img:
@@ -188,6 +197,12 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
                             problem(f"{where}: jpg is {img.size[0]}x{img.size[1]}, expected 112x112")
                 except Exception as exc:  # noqa: BLE001 - any decode failure is a problem
                     problem(f"{where}: jpg does not decode ({type(exc).__name__})")
+        # exact class sizes: images_per_id each, fewer only when flagged short_class
+        class_size = (stats or {}).get("images_per_id")
+        for label, n in sorted(class_count.items()):
+            if class_size and (n > class_size or (n < class_size and label not in flagged_short)):
+                problem(f"{name}: identity {label} has {n} images; its class size is {class_size}"
+                        + ("" if n > class_size else f" and it is not flagged {SHORT_CLASS_REASON}"))
     report.classes = len(labels)
     if report.samples != dataset.get("num_images"):
         problem(f"{DATASET_FILE} says num_images={dataset.get('num_images')} but the shards hold {report.samples}")

@@ -53,8 +53,20 @@ CANDIDATE_SCHEMA = pa.schema(
         ("num_faces", pa.int32()),
         ("class_kept", pa.bool_()),
         ("class_reason", pa.string()),
+        # head pose of the detected face, degrees (synthface.faces.head_pose); null without a face
+        ("yaw", pa.float32()),
+        ("pitch", pa.float32()),
+        ("roll", pa.float32()),
+        # per-candidate controls (generation.expression / generation.pose); null when off
+        ("expression", pa.list_(pa.float32())),
+        ("expression_row", pa.int32()),
+        ("pose_control", pa.string()),
+        # small JPEG of a rejected candidate's aligned face (run.rejected_thumbnails), for the card
+        ("thumb", pa.binary()),
     ]
 )
+THUMB_SIZE = 56
+THUMB_QUALITY = 80
 
 
 def shard_name(index: int) -> str:
@@ -72,6 +84,15 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
         raise ValueError(f"expected uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def thumbnail_jpeg(aligned: np.ndarray) -> bytes:
+    """A THUMB_SIZE px JPEG of an aligned crop (~1 KB)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(aligned, np.uint8)).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR).save(
+        buf, format="JPEG", quality=THUMB_QUALITY
+    )
     return buf.getvalue()
 
 
