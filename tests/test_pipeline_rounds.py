@@ -331,6 +331,11 @@ def test_verify_checks_class_sizes(tmp_path):
                 m.size = len(data)
             t.addfile(m, io.BytesIO(data))
     tar.write_bytes(buf.getvalue())
+    # a consistent rewrite (its stats record the new tar), so only the class size is wrong
+    from synthface.shards.writer import file_record
+
+    files = {**stats["files"], "tar": file_record(buf.getvalue())}
+    (tmp_path / "shard-000000.json").write_text(json.dumps({**stats, "class_flags": {}, "files": files}))
     assert verify_dataset(str(tmp_path)).problems == [
         "shard-000000.tar: identity 1 has 4 images; its class size is 6 and it is not flagged short_class"
     ]

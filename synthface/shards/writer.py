@@ -233,7 +233,8 @@ def shard_problem(
     """
     if not isinstance(stats, dict) or "shard" not in stats:
         return "its stats file is not a shard's stats"
-    if config_hash is not None and stats.get("config_hash", config_hash) != config_hash:
+    recorded = stats.get("config_hash")  # None: written without one (older shards, stage tests)
+    if config_hash is not None and recorded is not None and recorded != config_hash:
         return f"it was made with another config (hash {str(stats.get('config_hash'))[:12]})"
     records = stats.get("files") or {}
     for ext in SHARD_FILES:
