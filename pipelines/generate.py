@@ -26,9 +26,9 @@ from synthface.errors import ConfigError, RunStateError
 from synthface.factory_config import FactoryConfig
 from synthface.generation.controls import control_sampler
 from synthface.models.integrity import verify_model_folder
-from synthface.shards.manifest import check_or_start_run, describe_models, run_record, write_manifest
-from synthface.shards.storage import Output, OutputError, fsspec_env
 from synthface.shards.lock import OutputLock
+from synthface.shards.manifest import DATASET_FILE, check_or_start_run, describe_models, run_record, write_manifest
+from synthface.shards.storage import Output, OutputError, fsspec_env
 from synthface.shards.writer import committed_shards, remove_interrupted_writes, shard_name
 
 log = logging.getLogger("synthface.generate")
@@ -45,6 +45,7 @@ class GenerateResult:
     workers_replaced: int = 0
     timeouts: int = 0
     dataset: dict[str, Any] = field(default_factory=dict)
+    finalise: Any = None  # pipelines.finalise.FinaliseResult when the run finalised
 
     @property
     def ok(self) -> bool:
@@ -181,6 +182,10 @@ def generate(
     embeddings = load_bank_embeddings(cfg.run.bank, cfg.run.max_ids)
     if len(embeddings) == 0:
         raise ConfigError(f"'run.bank': {cfg.run.bank} holds no identities")
+    if cfg.generation.reference.enabled:  # fail here, not in every worker: no images listed, folder gone
+        from pipelines.stages import make_reference
+
+        make_reference(cfg)
     control_sampler(cfg.generation, cfg.seed)  # a bad control pool fails here, before anything is written
     groups = run_groups(cfg.run, len(embeddings))
     num_ids = sum(g.num_ids for g in groups)
@@ -289,6 +294,11 @@ def _generate_locked(
     committed = committed_shards(output, record["config_hash"], checksums=False)
     try:
         result.dataset = write_manifest(output, record, committed, len(jobs), result.failed, models_info)
+        if cfg.run.inter_class == "dataset" and not result.failed:
+            from pipelines.finalise import finalise
+
+            result.finalise = finalise(output)
+            result.dataset = output.read_json(DATASET_FILE)
         if write_card:
             from synthface.shards.card import write_card as _write_card
 

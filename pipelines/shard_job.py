@@ -34,7 +34,7 @@ from synthface.shards.writer import ShardWriter, encode_jpeg, sample_key, thumbn
 
 
 class Generator(Protocol):
-    def generate(self, id_vectors: np.ndarray, seeds: Sequence[int]) -> np.ndarray: ...
+    def generate(self, id_vectors: np.ndarray, seeds: Sequence[int], **inputs: Any) -> np.ndarray: ...
     def describe(self) -> dict: ...
 
 
@@ -66,6 +66,8 @@ class Stages:
     analyzer: Analyzer
     id_filter: Filter
     jitter: Jitter | None = None
+    # generation.reference: each candidate starts from one of its identity's images
+    reference: Any | None = None  # synthface.generation.reference.ReferenceSource
     # per-candidate expression / pose controls (synthface.generation.controls.ControlSampler); None = off
     controls: Any = None
 
@@ -79,7 +81,7 @@ class JobSettings:
     batch_size: int
     jpeg_quality: int
     write_full_image: bool
-    inter_class: str  # "shard" | "off"
+    inter_class: str  # "dataset" | "shard" | "off"
     config_hash: str | None = None  # recorded in the stats: resume and verify check it
     oversample: float = 1.0
     max_candidates_per_id: int | None = None  # None: 2 x images_per_id
@@ -119,6 +121,28 @@ def _accepted(decision) -> int:
     return sum(1 for img in decision.images if img.accepted)
 
 
+def candidate_inputs(
+    batch: Sequence[tuple[int, int]], embeddings: np.ndarray, stages: Stages, run_seed: int
+) -> tuple[np.ndarray, dict[str, Any], dict[tuple[int, int], dict]]:
+    """What the generator gets for a batch of (identity, index) candidates, each from
+    (run seed, identity, index) only: the conditioning vectors, the extra keyword
+    inputs of ``generate`` (none when every option is off), and per candidate what
+    to record with its sample."""
+    vectors, references, records = [], [], {}
+    for i, k in batch:
+        vector = stages.jitter(embeddings[i], run_seed, i, k) if stages.jitter else embeddings[i]
+        if stages.reference is not None:
+            ref = stages.reference.candidate(run_seed, i, k, vector)
+            vector = ref.vector
+            references.append(ref.image)
+            records[(i, k)] = {"reference": ref.record}
+        vectors.append(vector)
+    inputs: dict[str, Any] = {}
+    if stages.reference is not None:
+        inputs["reference_images"] = references
+    return np.stack(vectors).astype(np.float32), inputs, records
+
+
 def _generate_and_analyse(
     plan: list[tuple[int, int]],
     embeddings: np.ndarray,
@@ -128,21 +152,20 @@ def _generate_and_analyse(
     results: dict[tuple[int, int], Any],
     full_images: dict[tuple[int, int], bytes],
     times: Counter,
+    records: dict[tuple[int, int], dict],
     controls: dict[tuple[int, int], Any] | None = None,
 ) -> None:
     """Process these (identity, image index) candidates: generate in batches and analyse
-    each batch right away (so full-size images are not held); fills ``results``."""
+    each batch right away (so full-size images are not held); fills ``results`` (and
+    ``records``: per candidate, the generator inputs worth recording)."""
 
     def generate(batch):  # on this thread (see pipelines/overlap.py)
         t = time.perf_counter()
-        vectors = np.stack(
-            [
-                stages.jitter(embeddings[i], settings.run_seed, i, k) if stages.jitter else embeddings[i]
-                for i, k in batch
-            ]
-        ).astype(np.float32)
-        control_kwargs = stages.controls.generate_kwargs([controls[p] for p in batch]) if controls else {}
-        images = stages.generator.generate(vectors, [seeds[p] for p in batch], **control_kwargs)
+        vectors, inputs, batch_records = candidate_inputs(batch, embeddings, stages, settings.run_seed)
+        records.update(batch_records)
+        if controls:
+            inputs.update(stages.controls.generate_kwargs([controls[p] for p in batch]))
+        images = stages.generator.generate(vectors, [seeds[p] for p in batch], **inputs)
         times["generate_s"] += time.perf_counter() - t
         return images
 
@@ -192,6 +215,7 @@ def run_shard_job(
 
     results: dict[tuple[int, int], Any] = {}
     full_images: dict[tuple[int, int], bytes] = {}  # encoded at once: full-size arrays would not fit
+    records: dict[tuple[int, int], dict] = {}
     seeds: dict[tuple[int, int], int] = {}
     # each candidate's controls, from (run seed, id, index) only; stays {} when all are off
     controls: dict[tuple[int, int], Any] = {}
@@ -204,7 +228,7 @@ def run_shard_job(
         seeds.update((p, image_seed(settings.run_seed, *p)) for p in plan)
         if stages.controls is not None:
             controls.update((p, stages.controls.for_candidate(*p)) for p in plan)
-        _generate_and_analyse(plan, embeddings, stages, settings, seeds, results, full_images, times, controls)
+        _generate_and_analyse(plan, embeddings, stages, settings, seeds, results, full_images, times, records, controls)
         rounds += 1
         # Judge each class of the round on all its candidates (the filter is class-wide:
         # a new image can move the centre). The bank embedding is the target when the
@@ -239,7 +263,7 @@ def run_shard_job(
             class_reasons[i] = None
             if short:
                 class_flags.setdefault(i, []).append(SHORT_CLASS_REASON)
-    if settings.inter_class == "shard":
+    if settings.inter_class in ("shard", "dataset"):
         kept = [i for i in ids if class_reasons[i] is None and decisions[i].centre is not None]
         if len(kept) > 1:
             centres = np.stack([decisions[i].centre for i in kept]).astype(np.float32)
@@ -267,6 +291,8 @@ def run_shard_job(
                 reason = None if k in members[i] else SURPLUS_REASON
             accepted = reason is None
             reasons[reason or "accepted"] += 1
+            record = records.get((i, k), {})
+            reference = record.get("reference")
             pose = head_pose_fields(result)
             control_record = controls[(i, k)].record() if controls else {}
             writer.add_candidate(
@@ -288,6 +314,8 @@ def run_shard_job(
                         if settings.rejected_thumbnails and not accepted and result.aligned is not None
                         else None
                     ),
+                    "reference_image": reference and reference["image"],
+                    "reference_strength": reference and reference["strength"],
                     **pose,
                     **control_record,
                 }
@@ -308,10 +336,16 @@ def run_shard_job(
                         "generator": sample_generator,
                         "head_pose": pose,
                         **({"controls": control_record} if control_record else {}),
+                        **record,
                         **({"class_flag": class_flag} if class_flag else {}),
                     },
                     full_image=full_images.get((i, k)),
                 )
+    # the centres of the classes that hold samples: the dataset-wide duplicate check
+    # (pipelines/finalise.py) and the leakage audit compare them without reading images
+    with_samples = [i for i in ids if class_reasons[i] is None and decisions[i].centre is not None and members[i]]
+    if with_samples:
+        writer.set_centres(np.array(with_samples), np.stack([decisions[i].centre for i in with_samples]))
     num_candidates = sum(generated.values())
     num_kept = sum(1 for r in class_reasons.values() if r is None)
     stats = {

@@ -30,8 +30,18 @@ def build_stages(cfg: FactoryConfig) -> Stages:
         analyzer=analyzer,
         id_filter=IdentityFilter(cfg.filter),
         jitter=make_jitter(cfg),
+        reference=make_reference(cfg),
         controls=controls,
     )
+
+
+def make_reference(cfg: FactoryConfig):
+    """Reference mode's image source (the bank's identity images), or None when it is off."""
+    if not cfg.generation.reference.enabled:
+        return None
+    from synthface.generation.reference import ReferenceSource
+
+    return ReferenceSource.from_bank(cfg.run.bank, cfg.generation.reference)
 
 
 def make_jitter(cfg: FactoryConfig):

@@ -13,7 +13,7 @@ from synthface.bench.generation import nominal_tflop, unet_passes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_bench(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """`synthface bench generate ARGS`, run as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "synthface", "bench", "generate", *map(str, args)],
@@ -59,7 +59,7 @@ def test_tiny_benchmark_runs_end_to_end_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_bench(
         "--tiny", "--device", "cpu", "--size", "64", "--steps", "2", "--images", "2",
-        "--batch-sizes", "1,2", "--switches", "channels_last", "--outputs", "steps,lcm", "--fewer-steps", "1",
+        "--batch-sizes", "1,2", "--switches", "channels_last", "--outputs", "steps,lcm,reference", "--fewer-steps", "1",
         "--work-dir", tmp_path, "--json", out,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -86,6 +86,10 @@ def test_tiny_benchmark_runs_end_to_end_on_cpu(tmp_path):
     assert rows["steps=1"]["steps"] == 1 and rows["steps=1"]["unet_passes_per_image"] == 2
     assert rows["lcm (LCM-LoRA)"]["guidance"] == 1.0
     assert rows["lcm (LCM-LoRA)"]["unet_passes_per_image"] == rows["lcm (LCM-LoRA)"]["steps"]
+    # reference mode runs the last int(2 x 0.6) = 1 step (with guidance: 2 passes), plus a VAE encode
+    assert rows["reference (img2img, strength 0.6)"]["steps"] == 1
+    assert rows["reference (img2img, strength 0.6)"]["unet_passes_per_image"] == 2
+    assert result["summary"]["reference_mode_cost_vs_plain"] > 0 and "reference mode (img2img)" in proc.stdout
     assert rows["channels_last=on"]["perf"]["channels_last"] is True
     assert rows["B: generator b1"]["perf"]["channels_last"] is False
 

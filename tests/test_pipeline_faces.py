@@ -51,17 +51,25 @@ def test_real_faces_are_accepted_and_impostors_rejected(ray_cluster, assets, tmp
     assert not any(r["accepted"] for r in impostor), [r for r in impostor if r["accepted"]]
     assert {r["reason"] for r in impostor} <= {"low_intra_sim", "class_too_small"}
     accepted = [r for r in genuine if r["accepted"]]
-    passed = [r for r in genuine if r["accepted"] or r["reason"] == "surplus"]
-    assert len(passed) >= 0.9 * len(genuine), [r for r in genuine if not r["accepted"]]
-    # exactly per_id images in every class but the duplicate: its first per_id that passed
-    assert {i: sum(r["id"] == i for r in accepted) for i in range(13)} == {i: per_id for i in range(13)}
+    # a person whose photos mostly show a second face (multiple_faces) spends its candidate cap
+    # and is dropped short (run.short_classes: drop); every other class is full
+    short = {r["id"] for r in rows if r["class_reason"] == "short_class"}
+    assert len(short) <= 1, short
+    lost = {r["reason"] for r in genuine if r["id"] in short and r["reason"] != "short_class"}
+    assert lost <= {"multiple_faces", "low_det_score", "no_face", "low_intra_sim"}, lost
+    full = [i for i in range(13) if i not in short]
+    judged = [r for r in genuine if r["id"] in full]
+    passed = [r for r in judged if r["accepted"] or r["reason"] == "surplus"]
+    assert len(passed) >= 0.9 * len(judged), sorted((r["reason"], r["id"], r["index"]) for r in judged if r not in passed)
+    # exactly per_id images in every full class: its first per_id that passed
+    assert {i: sum(r["id"] == i for r in accepted) for i in range(13)} == {i: per_id if i in full else 0 for i in range(13)}
     assert min(r["sim_centre"] for r in accepted) >= cfg.filter.tau_intra
     assert max(r["sim_centre"] for r in impostor if r["sim_centre"] is not None) < cfg.filter.tau_intra
 
     dataset = json.loads((out / "dataset.json").read_text())
-    assert dataset["num_images"] == len(accepted) == report.samples == 13 * per_id
-    assert dataset["candidates_per_image"] == pytest.approx(len(rows) / (13 * per_id))
-    assert dataset["num_classes_nonempty"] == 13
+    assert dataset["num_images"] == len(accepted) == report.samples == len(full) * per_id
+    assert dataset["candidates_per_image"] == pytest.approx(dataset["num_candidates"] / (len(full) * per_id))
+    assert dataset["num_classes_nonempty"] == len(full)
     with tarfile.open(out / "shard-000000.tar") as tar:
         jpgs = [m for m in tar.getmembers() if m.name.endswith(".jpg") and not m.name.endswith(".full.jpg")]
         crop = np.asarray(Image.open(io.BytesIO(tar.extractfile(jpgs[0]).read())))

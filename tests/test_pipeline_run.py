@@ -345,3 +345,26 @@ def test_cli_embedded_ray_generate_verify_card_and_user_errors(tiny_models, tmp_
         port = s.getsockname()[1]
     nobody = cli("generate", "--config", cfg_file, "--out", tmp_path / "y", "--ray-address", f"127.0.0.1:{port}")
     assert nobody.returncode == 2 and "no Ray cluster answers" in nobody.stderr and "Traceback" not in nobody.stderr
+
+
+def test_generate_finalises_duplicates_across_shards(ray_cluster, tiny_models, bank, tmp_path):
+    """run.inter_class 'dataset': generate ends by finalising. The tiny recognizer is random, so
+    its class centres all look alike at a low tau_inter and most classes are duplicates of
+    earlier ones in other shards; what is left verifies (no two kept classes within tau_inter)."""
+    support.ship_by_value()
+    cfg = FactoryConfig.model_validate(
+        {**support.tiny_config(tiny_models, bank, inter_class="dataset"),
+         "filter": {"use_target": False, "tau_intra": 0.5, "min_images": 1, "det_score_min": 0.0, "tau_inter": 0.8}}
+    )
+    out = tmp_path / "ds"
+    result = generate(cfg, str(out), stages_factory=support.build_real_stages)
+    assert result.ok and result.finalise is not None
+    dropped = result.dataset["finalise"]["dropped"]
+    assert result.dataset["finalise"]["applied"] and len(dropped) == len(result.finalise.new) > 0
+    assert not {int(i) for i in dropped} & set(labels_of(out).values())
+    report = verify_dataset(str(out))
+    assert report.ok, report.problems
+    # a resume decides nothing new and rewrites no shard
+    tars = {p.name: p.read_bytes() for p in out.glob("shard-*")}
+    again = generate(cfg, str(out), stages_factory=support.build_real_stages)
+    assert again.finalise.new == {} and {p.name: p.read_bytes() for p in out.glob("shard-*")} == tars

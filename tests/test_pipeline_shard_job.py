@@ -126,6 +126,37 @@ def test_same_job_writes_the_same_tar(tmp_path, action):
         assert all(m.mtime == 0 for m in tar.getmembers())
 
 
+class _FakeReference:
+    """A ReferenceSource stand-in: the image and record depend on (seed, id, index) only."""
+
+    def candidate(self, run_seed, identity_id, image_index, class_vector):
+        from synthface.generation.reference import ReferenceInput
+
+        image = np.full((8, 8, 3), (identity_id * 7 + image_index) % 256, np.uint8)
+        record = {"image": f"p{identity_id}/{(run_seed + image_index) % 3}.png", "strength": 0.4, "image_embedding_weight": 0.0}
+        return ReferenceInput(np.asarray(class_vector, np.float32) * 2, image, record)
+
+
+def test_candidate_inputs_are_per_candidate_and_plain_mode_passes_nothing():
+    from pipelines.shard_job import candidate_inputs
+
+    emb = np.eye(4, DIM, dtype=np.float32)
+    plain = Stages(generator=IdGenerator(), analyzer=ScriptedAnalyzer(), id_filter=None)
+    vectors, inputs, records = candidate_inputs([(1, 0), (2, 3)], emb, plain, 5)
+    assert inputs == {} and records == {} and np.array_equal(vectors, emb[[1, 2]])
+
+    stages = Stages(generator=IdGenerator(), analyzer=ScriptedAnalyzer(), id_filter=None, reference=_FakeReference())
+    big = [(i, k) for i in range(4) for k in range(3)]
+    v_all, in_all, rec_all = candidate_inputs(big, emb, stages, 5)
+    for start in range(0, len(big), 5):  # other batch boundaries, same inputs per candidate
+        chunk = big[start : start + 5]
+        v, inp, rec = candidate_inputs(chunk, emb, stages, 5)
+        assert np.array_equal(v, v_all[start : start + 5])
+        for j, p in enumerate(chunk):
+            assert np.array_equal(inp["reference_images"][j], in_all["reference_images"][start + j])
+            assert rec[p] == rec_all[p] == {"reference": _FakeReference().candidate(5, *p, emb[p[0]]).record}
+
+
 # --- run.overlap: generation of batch k+1 while batch k is analysed (pipelines/overlap.py) ---
 
 

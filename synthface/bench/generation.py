@@ -46,7 +46,8 @@ DEFAULT_PARTS = PARTS[:-1]  # controls on request: extra weights to write and fo
 # One toggle per perf switch; each row flips it against the resolved default.
 SWITCHES = ("compile", "compile_mode", "fuse_qkv", "channels_last", "attention", "compile_vae", "vae_slicing", "inductor_tuning", "cudnn_tf32")
 # Output-changing rows: name -> generation-config overrides.
-OUTPUT_ROWS = ("steps", "guidance_fraction", "no_guidance", "lcm")
+OUTPUT_ROWS = ("steps", "guidance_fraction", "no_guidance", "lcm", "reference")
+REFERENCE_ROW_STRENGTH = 0.6  # generation.reference.strength of the reference-mode row (its default)
 
 
 @dataclass
@@ -326,6 +327,8 @@ class GenerationBenchmark:
         cfg = generation_config(self.base_data(batch_size=batch_size), self.opts.overrides, changes)
         lcm = cfg.lcm == "on"
         steps = cfg.lcm_steps if lcm else cfg.steps
+        if cfg.reference.enabled:  # img2img runs only the last int(steps x strength) steps
+            steps = min(int(steps * cfg.reference.strength), steps)
         guidance = cfg.lcm_guidance if lcm else cfg.guidance
         passes = unet_passes(steps, guidance, 1.0 if lcm else cfg.guidance_fraction)
         row = Row(group, name, batch_size, cfg.dtype, steps, guidance, passes, note=note)
@@ -340,11 +343,16 @@ class GenerationBenchmark:
             row.perf = dict(generator.perf.as_dict())
             vectors = identity_vectors(batch_size, self.opts.seed + 1)
             n_calls = max(1, math.ceil(self.opts.images / batch_size))
-            controls = control_inputs(cfg, batch_size, self.opts.seed)  # {} unless a control row
+            inputs = control_inputs(cfg, batch_size, self.opts.seed)  # {} unless a control row
+            if cfg.reference.enabled:  # identity images to start from (random pixels: the cost is the same)
+                import numpy as np
+
+                pixels = np.random.default_rng(self.opts.seed + 3).integers(0, 256, (batch_size, cfg.height, cfg.width, 3))
+                inputs["reference_images"] = list(pixels.astype(np.uint8))
 
             def call(i: int) -> None:
                 seeds = [self.opts.seed * 1_000_003 + (i + 1) * batch_size + j for j in range(batch_size)]
-                images = generator.generate(vectors, seeds, **controls)
+                images = generator.generate(vectors, seeds, **inputs)
                 assert images.shape[0] == batch_size
 
             self._fill(row, time_calls(call, n_calls, batch_size, self.device))
@@ -577,6 +585,15 @@ class GenerationBenchmark:
                     rows.append(("lcm (LCM-LoRA)", {"lcm": "on", "scheduler": "lcm"}, "LCM-LoRA few-step mode"))
                 else:
                     self.log("[output] lcm skipped: no lcm-lora/ in the model folder")
+            elif key == "reference":
+                strength = REFERENCE_ROW_STRENGTH
+                rows.append(
+                    (
+                        f"reference (img2img, strength {strength})",
+                        {"reference": {"enabled": True, "strength": strength}},
+                        "generation.reference: VAE-encode an identity image, run the last int(steps x strength) steps",
+                    )
+                )
         return rows
 
     # ---- report
@@ -603,6 +620,12 @@ class GenerationBenchmark:
             "best_tflops_per_s": best.tflops_per_s if best else None,
             "first_images_s": (best.load_s + best.warmup_s) if best else None,
         }
+        # reference mode against plain generation at the same batch size, same run
+        reference_mode = next((r for r in self.rows if r.name.startswith("reference (") and r.error is None), None)
+        plain = next((r for r in sweep if reference_mode and r.batch_size == reference_mode.batch_size), None)
+        summary["reference_mode_cost_vs_plain"] = (
+            reference_mode.ms_per_image / plain.ms_per_image if reference_mode and plain and plain.ms_per_image else None
+        )
         return {
             "benchmark": "synthface bench generate",
             "started": self.started,

@@ -90,6 +90,11 @@ def render(result: dict[str, Any]) -> list[Table | str]:
             f"({summary['best_images_per_s']:.3g} vs {summary['reference_images_per_s']:.3g} images/s, same run)"
             + (f"; {summary['b_over_a_same_batch']:.2f}x at batch 4" if summary.get("b_over_a_same_batch") is not None else "")
         )
+    if summary.get("reference_mode_cost_vs_plain") is not None:
+        out.append(
+            f"reference mode (img2img): {summary['reference_mode_cost_vs_plain']:.2f}x the time per image of plain "
+            "generation at the same batch size (same run)"
+        )
     if summary.get("first_images_s") is not None:
         out.append(f"first batch of B out {summary['first_images_s']:.1f} s after loading began (load + warm-up/compile)")
     return out

@@ -47,7 +47,8 @@ def bench_generate(
     ),
     switches: str = typer.Option(None, "--switches", help="Perf switches to toggle (default: all that apply here)."),
     outputs: str = typer.Option(
-        "steps,guidance_fraction,no_guidance,lcm", "--outputs", help="Output-changing rows: steps,guidance_fraction,no_guidance,lcm."
+        "steps,guidance_fraction,no_guidance,lcm,reference", "--outputs",
+        help="Output-changing rows: steps,guidance_fraction,no_guidance,lcm,reference (img2img from an identity image).",
     ),
     fewer_steps: int = typer.Option(15, "--fewer-steps", min=1, help="Steps of the 'fewer steps' row."),
     overrides: list[str] = typer.Option(None, "--set", help="generation.* override for every B row, e.g. generation.perf.compile_mode=default."),

@@ -71,6 +71,44 @@ def verify(
     raise typer.Exit(1)
 
 
+def finalise(out: str = typer.Argument(..., help="Dataset folder or fsspec URL.")) -> None:
+    """Apply the dataset-wide decisions (duplicate identities across shards) to a complete dataset.
+
+    `generate` runs it at the end with run.inter_class 'dataset'; running it again changes nothing.
+    """
+    _setup_logging()
+    from pipelines.finalise import finalise as run_finalise
+
+    result = run_finalise(out)
+    typer.echo(
+        f"{out}: {len(result.new)} classes dropped now, {len(result.dropped)} in all; "
+        f"{len(result.shards_rewritten)} shards rewritten"
+    )
+
+
+def audit(
+    out: str = typer.Argument(..., help="Dataset folder or fsspec URL."),
+    bins: str = typer.Option(None, "--bins", help="Folder of verification .bin files (LFW, CFP-FP, AgeDB-30, ...)."),
+    gallery: str = typer.Option(None, "--gallery", help="Real-face embeddings .npy (synthface embed-gallery)."),
+    threshold: float = typer.Option(None, "--threshold", help="Cosine at which an identity counts as a real face "
+                                    "(default: the run's filter.tau_target)."),
+    drop: bool = typer.Option(False, "--drop", help="Remove the matched identities from the shards (finalising)."),
+    models: str = typer.Option(None, "--models", help="Model folder (default: the dataset config's models_dir)."),
+) -> None:
+    """Leakage audit: generated identities within a threshold of a benchmark or gallery face."""
+    _setup_logging()
+    from pipelines.audit import audit as run_audit
+
+    result = run_audit(out, bins_dir=bins, gallery=gallery, threshold=threshold, drop=drop, models_dir=models)
+    for name, s in result.sources.items():
+        typer.echo(f"{name}: {s['identities_matched']} identities within cos {result.threshold} of "
+                   f"{s['faces_matched']} of its {s['faces']} faces (max {s['max_similarity']})")
+    for m in result.matches[:10]:
+        typer.echo(f"  identity {m['id']} ~ {m['source']} face {m['face']}: {m['similarity']:.3f}")
+    if result.dropped:
+        typer.echo(f"dropped {len(result.dropped)} identities (reason benchmark_leak)")
+
+
 def card(out: str = typer.Argument(..., help="Dataset folder or fsspec URL.")) -> None:
     """Rebuild the dataset card (README.md + card/*.png) from dataset.json and the shards."""
     from synthface.shards.card import write_card
@@ -123,11 +161,29 @@ def bench_shard_writer(
     shard_writer_bench(images, quality)
 
 
+def bench_finalise(
+    sizes: str = typer.Option("20000,100000,1000000", help="Numbers of class centres."),
+    dim: int = typer.Option(512, help="Centre dimension."),
+    duplicates: float = typer.Option(0.001, help="Fraction of classes planted as duplicates of earlier ones."),
+    tau: float = typer.Option(0.6, help="filter.tau_inter."),
+    brute_force_max: int = typer.Option(20000, help="Also run N x N brute force up to this N (the recall baseline)."),
+    threads: int = typer.Option(2, help="torch threads."),
+) -> None:
+    """Finalising at scale: time and peak memory of the dataset-wide duplicate decision, and its
+    recall against brute force and against the planted duplicates."""
+    from pipelines.bench_finalise import finalise_bench
+
+    finalise_bench([int(s) for s in sizes.split(",")], dim, duplicates, tau, brute_force_max, threads)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.command("generate")(generate)
     app.command("verify")(verify)
+    app.command("finalise")(finalise)
+    app.command("audit")(audit)
     app.command("card")(card)
     bench_app.command("orchestration")(bench_orchestration)
     bench_app.command("shard-writer")(bench_shard_writer)
+    bench_app.command("finalise")(bench_finalise)
     bench_app.command("overlap")(bench_overlap)

@@ -104,7 +104,8 @@ def embed_gallery(
 
     from synthface.errors import InputDataError
     from synthface.faces.analyzer import FaceAnalyzer
-    from synthface.faces.images import list_images, read_rgb
+    from synthface.faces.embed_files import embed_files
+    from synthface.faces.images import list_images
 
     console = Console(stderr=True)
     if out.suffix != ".npy":
@@ -121,35 +122,24 @@ def embed_gallery(
 
     report: list[dict] = []
     embeddings: list[np.ndarray] = []
-    chunk = max(1, faces_cfg.batch_size)
     with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                   TimeRemainingColumn(), console=console, transient=True) as progress:
         task = progress.add_task("embed", total=len(paths), rate="")
         t0 = time.perf_counter()
-        for start in range(0, len(paths), chunk):
-            batch_paths = paths[start : start + chunk]
-            images, readable, unreadable = [], [], {}
-            for p in batch_paths:
-                try:
-                    images.append(read_rgb(p))
-                    readable.append(p)
-                except InputDataError as exc:
-                    unreadable[p] = str(exc)
-            analyzed = dict(zip(readable, analyzer.analyze(images)))
-            for p in batch_paths:  # report rows in file order
-                if p in unreadable:
-                    report.append({"image": p.name, "row": -1, "status": "failed", "reason": "unreadable", "detail": unreadable[p]})
-                    continue
-                result = analyzed[p]
-                row = {"image": p.name, "row": -1, "det_score": round(result.det_score, 4), "num_faces": result.num_faces}
-                if result.ok:
-                    many = f"{result.num_faces} faces, used the largest" if result.num_faces > 1 else ""
-                    row.update(row=len(embeddings), status="ok", reason="", detail=many)
-                    embeddings.append(result.embedding)
-                else:
-                    row.update(status="failed", reason=result.reason, detail=result.detail or "")
-                report.append(row)
-            progress.update(task, advance=len(batch_paths), rate=f"{(start + len(batch_paths)) / (time.perf_counter() - t0):.1f} img/s")
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - t0):.1f} img/s")
+
+        for f in embed_files(analyzer, paths, faces_cfg.batch_size, advance):  # report rows in file order
+            row = {"image": f.path.name, "row": -1}
+            if f.reason != "unreadable":  # an unreadable file was never analysed
+                row.update(det_score=round(f.det_score, 4), num_faces=f.num_faces)
+            if f.ok:
+                row.update(row=len(embeddings), status="ok", reason="", detail=f.detail)
+                embeddings.append(f.embedding)
+            else:
+                row.update(status="failed", reason=f.reason, detail=f.detail)
+            report.append(row)
 
     failed = [r for r in report if r["status"] != "ok"]
     for r in failed:

@@ -271,11 +271,17 @@ def sample(
     except OSError as exc:
         raise InputDataError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
 
-    jobs = []  # (identity id, image index, vector, seed)
+    reference = None
+    if cfg.generation.reference.enabled:
+        from synthface.generation.reference import ReferenceSource
+
+        reference = ReferenceSource.from_bank(bank, cfg.generation.reference)
+    jobs = []  # (identity id, image index, vector, seed, reference input or None)
     for identity, vector in zip(wanted, vectors):
         for index in range(per_id):
-            v = jitter_vec(vector, identity, index) if jitter_vec else vector
-            jobs.append((identity, index, np.asarray(v, dtype=np.float32), image_seed(cfg.seed, identity, index)))
+            v = np.asarray(jitter_vec(vector, identity, index) if jitter_vec else vector, dtype=np.float32)
+            ref = reference.candidate(cfg.seed, identity, index, v) if reference else None
+            jobs.append((identity, index, ref.vector if ref else v, image_seed(cfg.seed, identity, index), ref))
 
     from synthface.generation.generator import Arc2FaceGenerator  # heavy: torch, diffusers
 
@@ -292,8 +298,10 @@ def sample(
         for start in range(0, len(jobs), batch):
             chunk = jobs[start : start + batch]
             kwargs = controls.generate_kwargs([controls.for_candidate(j[0], j[1]) for j in chunk]) if controls else {}
+            if reference:
+                kwargs["reference_images"] = [j[4].image for j in chunk]
             result = generator.generate(np.stack([j[2] for j in chunk]), [j[3] for j in chunk], **kwargs)
-            for (identity, index, _, _), image in zip(chunk, result):
+            for (identity, index, *_), image in zip(chunk, result):
                 images[identity, index] = image
                 save_png(image, out / f"{identity:07d}_{index:03d}.png")
             done = start + len(chunk)
@@ -311,8 +319,9 @@ def sample(
         "jitter": jitter_vec is not None,
         "images": [
             {"id": i, "index": k, "seed": s, "file": f"{i:07d}_{k:03d}.png",
-             **({"controls": controls.for_candidate(i, k).record()} if controls else {})}
-            for i, k, _, s in jobs
+             **({"controls": controls.for_candidate(i, k).record()} if controls else {}),
+             **({"reference": ref.record} if ref else {})}
+            for i, k, _, s, ref in jobs
         ],
         "load_seconds": round(load_s, 3),
         "generate_seconds": round(gen_s, 3),
@@ -321,7 +330,8 @@ def sample(
     typer.echo(
         f"wrote {len(jobs)} images of {len(wanted)} identities and contact_sheet.png to {out} "
         f"({gen_s / len(jobs):.3f} s/image, {generator.describe()['scheduler']} x{generator.steps} steps, "
-        f"jitter {'on' if jitter_vec else 'off'})"
+        f"jitter {'on' if jitter_vec else 'off'}"
+        + (f", reference strength {cfg.generation.reference.strength}" if reference else "") + ")"
     )
 
 

@@ -79,6 +79,56 @@ def sample(
     _print_stats(bank)
 
 
+@ids_app.command("from-images")
+def from_images(
+    images_dir: Path = typer.Argument(..., metavar="DIR", help="One folder per identity: DIR/<identity>/<images>."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bank file to write (.parquet)."),
+    config: Path = typer.Option(None, "--config", "-c", help="Factory config YAML (`identity:` and `faces:` are used)."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set identity.from_images.min_images=3."),
+    models: str = typer.Option(None, "--models", help="Model folder (default: the config's models_dir)."),
+    detector: str = typer.Option(None, "--detector", help="SCRFD detector .onnx file (overrides faces.detector)."),
+    recognizer: str = typer.Option(None, "--recognizer", help="Recognizer .onnx file (overrides faces.recognizer)."),
+) -> None:
+    """Identities from images: each folder's images embedded, its vector their normalised mean.
+
+    Skipped files and dropped identities are listed (and kept in the bank's metadata).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from synthface.cli.faces import _load_config
+    from synthface.faces.analyzer import FaceAnalyzer
+    from synthface.identity.bank import write_bank
+    from synthface.identity.from_images import bank_from_images
+
+    cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer)
+    # renders and photos: faces can be small, so detect at identity.from_images.det_size (validated there)
+    faces_cfg = faces_cfg.model_copy(update={"det_size": cfg.identity.from_images.det_size})
+    analyzer = FaceAnalyzer.from_config(models_dir, faces_cfg)
+    with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("embed", total=None)
+        bank, report = bank_from_images(
+            images_dir, analyzer, cfg.identity, cfg.seed, batch_size=faces_cfg.batch_size,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    write_bank(bank, out)
+    # plain lines (not rich): file names must not be wrapped or styled
+    for s in report.skipped:
+        typer.echo(f"  skipped {s.path}: {s.reason}" + (f" ({s.detail})" if s.detail else ""))
+    for s in report.dropped:
+        typer.echo(f"  dropped identity {s.path}: {s.reason} ({s.detail})")
+    sc = report.screen
+    typer.echo(
+        f"wrote {out}: {report.identities} identities from {report.folders} folders "
+        f"({report.images_embedded}/{report.images_found} images embedded, {report.embedding_dim}-d); "
+        f"{len(report.skipped)} files skipped, {len(report.dropped)} identities dropped "
+        f"(screens: {sc['rejected_separation']} separation, {sc['rejected_novelty']} novelty)"
+    )
+    if report.embedding_dim != 512:
+        typer.echo(f"note: {report.embedding_dim}-d vectors: generation needs a bank made with a 512-d recognizer (Arc2Face's arcface.onnx)")
+    _print_stats(bank)
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -126,7 +176,7 @@ def stats(
         if plot.suffix.lower() != ".png":
             raise InputDataError(f"--plot {plot}: the histogram is a PNG; give a .png file name")
         ensure_dir(plot.parent, f"--plot {plot}")
-    bank = read_bank(bank_path)
+    bank = read_bank(bank_path, dim=None)
     _print_stats(bank)
     if plot is not None:
         from synthface.identity.stats import plot_histograms

@@ -12,6 +12,30 @@ from synthface.generation.speed import PerfConfig
 SchedulerName = Literal["dpmsolver++", "ddim", "euler", "euler_ancestral", "pndm", "unipc", "lcm"]
 
 
+class ReferenceConfig(StrictModel):
+    """Reference mode (img2img / SDEdit, the Digi2Real route): each candidate starts from
+    one of its identity's images instead of pure noise. Needs a bank made by
+    `synthface ids from-images` (it lists each identity's images)."""
+
+    enabled: bool = Field(False, description="Start every candidate from one of its identity's images.")
+    strength: float = Field(
+        0.6,
+        gt=0.0,
+        le=1.0,
+        description="How far the image is noised before denoising (diffusers' img2img strength): the last "
+        "int(steps x strength) steps run; 1.0 = from pure noise at the first step (the image then only seeds "
+        "the latent), small = close to the image.",
+    )
+    image_embedding_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Identity conditioning: spherical interpolation from the class vector (0) towards the reference "
+        "image's own embedding (1).",
+    )
+    images_root: str | None = Field(
+        None, description="Folder of the identity folders; null = the one recorded in the bank (`ids from-images DIR`)."
+    )
 class ExpressionConfig(StrictModel):
     """Arc2Face's expression adapter: one 55-d FLAME vector per candidate (docs/generation.md)."""
 
@@ -94,6 +118,7 @@ class GenerationConfig(StrictModel):
     lcm_steps: int = Field(4, ge=1, le=16, description="Steps in LCM-LoRA mode.")
     lcm_guidance: float = Field(1.0, ge=1.0, le=3.0, description="Guidance in LCM-LoRA mode (1.0 = none).")
     perf: PerfConfig = Field(default_factory=PerfConfig)
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     expression: ExpressionConfig = Field(default_factory=ExpressionConfig)
     pose: PoseConfig = Field(default_factory=PoseConfig)
 

@@ -139,6 +139,11 @@ class Arc2FaceGenerator:
             raise ConfigError(
                 f"generation.height/width must be multiples of {self.vae_scale} for this VAE, got {cfg.height}x{cfg.width}"
             )
+        if cfg.reference.enabled and int(self.steps * cfg.reference.strength) < 1:
+            raise ConfigError(
+                f"generation.reference.strength {cfg.reference.strength} x {self.steps} steps leaves no denoising "
+                f"step; raise the strength to at least {1 / self.steps:.3g} or the steps"
+            )
         self.perf = optimize_modules(self.unet, self.vae, self.text_encoder, cfg.perf, device)
         self._load_controls()
         # Rows of the most recent UNet calls (tests count them); bounded for long-running workers.
@@ -218,6 +223,7 @@ class Arc2FaceGenerator:
             # present only when on, so that plain runs describe themselves as before
             **({"expression": {"adapter_scale": self.cfg.expression.scale}} if self.expression_adapter else {}),
             **({"pose": {"controlnet_scale": self.cfg.pose.scale}} if self.controlnet is not None else {}),
+            **({"reference": self.cfg.reference.model_dump(mode="json")} if self.cfg.reference.enabled else {}),
         }
 
     # --------------------------------------------------------------- sampling
@@ -236,18 +242,24 @@ class Arc2FaceGenerator:
         latents = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
         return latents.to(self.device, self.dtype), generators
 
-    def generate(self, id_vectors, seeds: Sequence[int], *, expression=None, pose=None) -> np.ndarray:
+    def generate(self, id_vectors, seeds: Sequence[int], *, expression=None, pose=None, reference_images=None) -> np.ndarray:
         """Images for each (identity vector, seed) pair: uint8 [B, H, W, 3].
 
         ``id_vectors`` float32 [B, 512] (normalised here); ``seeds`` one int per image.
         With ``generation.expression`` on, ``expression`` is one 55-d FLAME vector
         per image [B, 55]; with ``generation.pose`` on, ``pose`` is one normal-map
         control image per image, uint8 [B, H, W, 3] (see generation/controls.py).
-        The image for a pair does not depend on B or on the other pairs.
+        ``reference_images`` (optional, one uint8 H x W x 3 RGB array per pair, any
+        size): start each image from its reference, VAE-encoded and noised to
+        ``generation.reference.strength`` (diffusers' img2img scheme) instead of
+        from pure noise. The image for a pair does not depend on B or on the other pairs.
         """
         seeds = [int(s) for s in seeds]
         vectors = validate_id_vectors(id_vectors, seeds)
         expression, pose = self._check_controls(len(vectors), expression, pose)
+        references = None
+        if reference_images is not None:
+            references = self.prepare_references(reference_images, len(vectors))
         out = np.empty((len(vectors), self.cfg.height, self.cfg.width, 3), dtype=np.uint8)
         step = self.cfg.batch_size
         for start in range(0, len(vectors), step):
@@ -257,6 +269,7 @@ class Arc2FaceGenerator:
                 seeds[start:stop],
                 None if expression is None else expression[start:stop],
                 None if pose is None else pose[start:stop],
+                None if references is None else references[start:stop],
             )
         return out
 
@@ -285,7 +298,57 @@ class Arc2FaceGenerator:
                 raise InputDataError(f"pose control images must be uint8 {list(want)}, got {pose.dtype} {list(pose.shape)}")
         return expression, pose
 
-    def _generate_batch(self, vectors: np.ndarray, seeds: list[int], expression=None, pose=None) -> np.ndarray:
+    def prepare_references(self, images, count: int) -> np.ndarray:
+        """Reference images -> float32 [B, 3, H, W] in [-1, 1] at the output size (as diffusers'
+        VaeImageProcessor does it: lanczos resize, /255, x2 - 1)."""
+        from PIL import Image
+
+        from synthface.faces.images import image_problem
+
+        if len(images) != count:
+            raise InputDataError(f"got {len(images)} reference images for {count} identity vectors; pass one per image")
+        h, w = self.cfg.height, self.cfg.width
+        out = np.empty((count, 3, h, w), dtype=np.float32)
+        for i, image in enumerate(images):
+            problem = image_problem(image)
+            if problem is not None:
+                raise InputDataError(f"reference image {i}: {problem}")
+            if image.shape[:2] != (h, w):
+                image = np.asarray(Image.fromarray(image).resize((w, h), Image.LANCZOS))
+            out[i] = (image.astype(np.float32) / 255.0 * 2.0 - 1.0).transpose(2, 0, 1)
+        return out
+
+    def reference_timesteps(self, scheduler):
+        """The img2img schedule: skip the first steps so that int(steps x strength) run."""
+        strength = self.cfg.reference.strength
+        run = min(int(self.steps * strength), self.steps)
+        if run < 1:
+            raise ConfigError(
+                f"generation.reference.strength {strength} x {self.steps} steps leaves no denoising step; "
+                f"raise the strength to at least {1 / self.steps:.3g} or the steps"
+            )
+        t_start = self.steps - run
+        timesteps = scheduler.timesteps[t_start * scheduler.order :]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(t_start * scheduler.order)
+        return timesteps
+
+    def reference_latents(self, references: np.ndarray, generators, scheduler, timestep):
+        """VAE-encode the references, sample each latent and noise it to ``timestep``,
+        every draw from the image's own generator (posterior sample first, then noise)."""
+        import torch
+
+        x = torch.from_numpy(references).to(self.device, self.dtype)
+        dist = self.vae.encode(x).latent_dist
+        shape = tuple(dist.mean.shape[1:])
+        eps = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+        latents = (dist.mean + dist.std * eps.to(self.device, self.dtype)) * self.vae.config.scaling_factor
+        noise = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+        return scheduler.add_noise(latents, noise.to(self.device, self.dtype), timestep.repeat(len(generators)))
+
+    def _generate_batch(
+        self, vectors: np.ndarray, seeds: list[int], expression=None, pose=None, references: np.ndarray | None = None
+    ) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
@@ -297,13 +360,21 @@ class Arc2FaceGenerator:
                 context_guided = torch.cat([uncond, cond])
 
             scheduler = self.new_scheduler()
-            latents, generators = self.initial_latents(seeds)
-            latents = latents * scheduler.init_noise_sigma
+            if references is None:
+                timesteps = scheduler.timesteps
+                latents, generators = self.initial_latents(seeds)
+                latents = latents * scheduler.init_noise_sigma
+                n_guided = self.guided_steps
+            else:
+                timesteps = self.reference_timesteps(scheduler)
+                generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+                latents = self.reference_latents(references, generators, scheduler, timesteps[:1])
+                n_guided = guided_steps(len(timesteps), self.guidance, self.cfg.guidance_fraction)
             step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
             controls = self._control_inputs(expression, pose)
 
-            for i, t in enumerate(scheduler.timesteps):
-                guided = i < self.guided_steps
+            for i, t in enumerate(timesteps):
+                guided = i < n_guided
                 model_in = torch.cat([latents, latents]) if guided else latents
                 model_in = scheduler.scale_model_input(model_in, t)
                 self.unet_batch_sizes.append(model_in.shape[0])

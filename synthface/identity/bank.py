@@ -241,8 +241,12 @@ def write_bank(bank: IdentityBank, path: str | Path) -> Path:
 REQUIRED_COLUMNS = ("id", "embedding", "sampler", "sampler_settings", "nn_cosine", "max_gallery_cosine")
 
 
-def read_bank(path: str | Path) -> IdentityBank:
-    """Read and check a bank file: ids dense from 0, 512-d finite unit embeddings."""
+def read_bank(path: str | Path, dim: int | None = EMBEDDING_DIM) -> IdentityBank:
+    """Read and check a bank file: ids dense from 0, ``dim``-d finite unit embeddings.
+
+    ``dim=None`` accepts any width: a bank made by `ids from-images` with a
+    recognizer other than Arc2Face's 512-d ArcFace (summaries, screens) is
+    readable, but generation asks for 512."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -260,11 +264,15 @@ def read_bank(path: str | Path) -> IdentityBank:
     if not np.issubdtype(ids.dtype, np.integer) or not np.array_equal(ids, np.arange(len(ids))):
         raise InputDataError(f"identity bank {path}: 'id' must be the integers 0..N-1 in order")
     col = table.column("embedding").combine_chunks()
-    if not pa.types.is_fixed_size_list(col.type) or col.type.list_size != EMBEDDING_DIM or col.null_count:
+    if not pa.types.is_fixed_size_list(col.type) or col.null_count:
+        raise InputDataError(f"identity bank {path}: 'embedding' must be non-null fixed-size lists of floats, got {col.type}")
+    width = col.type.list_size
+    if dim is not None and width != dim:
         raise InputDataError(
-            f"identity bank {path}: 'embedding' must be non-null fixed-size lists of {EMBEDDING_DIM} floats, got {col.type}"
+            f"identity bank {path} holds {width}-d embeddings, but {dim}-d are needed here (Arc2Face is conditioned "
+            f"on 512-d ArcFace embeddings): build the bank with a {dim}-d recognizer (faces.recognizer, e.g. arcface.onnx)"
         )
-    embeddings = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(ids), EMBEDDING_DIM)
+    embeddings = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(ids), width)
     bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
     if len(bad):
         raise InputDataError(f"identity bank {path}: {len(bad)} embeddings hold NaN or inf (ids {bad[:10].tolist()})")

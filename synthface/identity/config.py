@@ -123,6 +123,19 @@ class ScreenConfig(StrictModel):
     max_rounds: int = Field(20, ge=0, le=1000, description="Reject/resample rounds before giving up with an error.")
 
 
+class FromImagesConfig(StrictModel):
+    """`synthface ids from-images DIR`: identities taken from a folder per identity
+    (e.g. DigiFace-style renders) instead of sampled."""
+
+    min_images: int = Field(
+        2, ge=1, le=10_000, description="Identities left with fewer embedded images than this are dropped (and reported)."
+    )
+    det_size: int = Field(
+        640, ge=32, le=2048, multiple_of=32,
+        description="Detector input size for these images (photos and renders: faces can be small, so 640 like embed-gallery).",
+    )
+
+
 class IdentityConfig(StrictModel):
     """How identities are sampled and screened."""
 
@@ -137,6 +150,7 @@ class IdentityConfig(StrictModel):
     gallery_sampler: GallerySamplerConfig = Field(default_factory=GallerySamplerConfig)
     screen: ScreenConfig = Field(default_factory=ScreenConfig)
     jitter: JitterConfig = Field(default_factory=JitterConfig)
+    from_images: FromImagesConfig = Field(default_factory=FromImagesConfig)
 
     @model_validator(mode="after")
     def _needs_gallery(self) -> "IdentityConfig":

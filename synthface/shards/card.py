@@ -650,5 +650,47 @@ def write_card(out: str | Output) -> str:
         dataset, candidates, sim is not None, sheet is not None, classes, pose is not None,
         location=output.url_of("").rstrip("/"),
     )
+    text += audit_section(output, dataset)
     output.write_bytes(CARD_FILE, text.encode("utf-8"))
     return output.url_of(CARD_FILE)
+
+
+def audit_section(output: Output, dataset: dict) -> str:
+    """Duplicate identities and benchmark leakage: what finalising dropped (dataset.json) and
+    the last `synthface audit` (audit.json, card/audit.png)."""
+    from synthface.shards.manifest import AUDIT_FILE
+
+    fin = dataset.get("finalise")
+    audit = output.read_json(AUDIT_FILE) if output.exists(AUDIT_FILE) else None
+    if not fin and not audit:
+        return ""
+    out = ["", "## Duplicates and leakage", ""]
+    if fin:
+        by_reason = fin.get("dropped_by_reason", {})
+        out += [
+            f"Finalising compared the class centres of all identities (`run.inter_class: {fin.get('inter_class')}`, "
+            f"`tau_inter={fin.get('tau_inter')}`) and dropped {fin.get('num_dropped', 0)} identities "
+            "after the shards were written: "
+            + (", ".join(f"`{r}`: {n}" for r, n in by_reason.items()) or "none")
+            + (f"; {len(fin['flagged'])} kept but flagged (`filter.inter_action: flag`)" if fin.get("flagged") else "")
+            + ".",
+            "",
+        ]
+    if audit:
+        rows = [
+            (f"`{name}`", f"{s['faces']} faces; {s['identities_matched']} identities within the threshold "
+             f"(matching {s['faces_matched']} faces); max cosine {s['max_similarity']}")
+            for name, s in audit.get("sources", {}).items()
+        ]
+        out += [
+            f"Leakage audit (`synthface audit`): {audit.get('identities_audited')} generated identities compared "
+            f"by class centre with real faces, threshold cosine {audit.get('threshold')}"
+            + (f"; the {len(audit['dropped'])} matched identities were dropped (`benchmark_leak`)" if audit.get("dropped") else "")
+            + ".",
+            "",
+            _table(rows, ("source", "result")),
+            "",
+        ]
+        if audit.get("picture"):
+            out += [f"![closest pairs: generated identity | real face]({audit['picture']})", ""]
+    return "\n".join(out)

@@ -106,11 +106,12 @@ class RunConfig(StrictModel):
     batch_size: int = Field(
         16, ge=1, le=4096, description="Images per generator / face-analysis call inside a worker."
     )
-    inter_class: Literal["shard", "off"] = Field(
-        "shard",
+    inter_class: Literal["dataset", "shard", "off"] = Field(
+        "dataset",
         description=(
-            "Inter-class duplicate check: 'shard' compares the class centres of the identities "
-            "in each shard job (the bank sampler already spaces identities apart); 'off' skips it."
+            "Inter-class duplicate check: 'dataset' compares the class centres within each shard job and "
+            "then, once every shard has committed, across the whole dataset (finalising rewrites the "
+            "shards that held a dropped class); 'shard' only within each shard job; 'off' skips it."
         ),
     )
     write_full_image: bool = Field(

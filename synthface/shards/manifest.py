@@ -36,6 +36,8 @@ SIZES_FILE = "sizes.json"
 WIDS_FILE = "wids-index.json"
 CARD_FILE = "README.md"
 MODELS_INFO_FILE = "synthface-models.json"
+FINALISE_FILE = "finalise.json"  # the dataset-wide drops (pipelines/finalise.py)
+AUDIT_FILE = "audit.json"  # the last leakage audit (pipelines/audit.py)
 
 
 def synthface_version() -> str:
@@ -208,7 +210,7 @@ def clear_run(output: Output) -> None:
     """Delete the files a run writes (shards, manifest, card); nothing else."""
     for name in output.list_names("shard-"):
         output.remove(name)
-    for name in (RUN_FILE, DATASET_FILE, SIZES_FILE, WIDS_FILE, CARD_FILE, "card"):
+    for name in (RUN_FILE, DATASET_FILE, SIZES_FILE, WIDS_FILE, CARD_FILE, "card", FINALISE_FILE, AUDIT_FILE):
         output.remove(name)
 
 
@@ -308,6 +310,8 @@ def write_manifest(
             for s in shards
         ],
     }
+    if output.exists(FINALISE_FILE):
+        dataset["finalise"] = finalise_summary(output.read_json(FINALISE_FILE))
     output.write_json(SIZES_FILE, sizes)
     output.write_json(
         WIDS_FILE,
@@ -321,3 +325,20 @@ def write_manifest(
     )
     output.write_json(DATASET_FILE, dataset)
     return dataset
+
+
+def finalise_summary(plan: dict[str, Any]) -> dict[str, Any]:
+    """dataset.json's ``finalise`` section: the plan finalise.json holds, with counts per reason."""
+    counts: dict[str, int] = {}
+    for drop in plan.get("drops", {}).values():
+        counts[drop["reason"]] = counts.get(drop["reason"], 0) + 1
+    return {
+        "applied": bool(plan.get("applied")),
+        "inter_class": plan.get("inter_class"),
+        "tau_inter": plan.get("tau_inter"),
+        "num_dropped": len(plan.get("drops", {})),
+        "dropped_by_reason": dict(sorted(counts.items())),
+        "dropped": plan.get("drops", {}),
+        "flagged": plan.get("flagged", {}),
+        "checked": plan.get("checked"),  # fingerprint of the classes the duplicate rule last checked
+    }

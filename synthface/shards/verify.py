@@ -7,7 +7,11 @@ keys are unique across shards; every identity holds exactly its shard's
 ``images_per_id`` images (fewer only when flagged ``short_class``); counts
 agree between tar, stats, sizes.json,
 the wids index and dataset.json; each shard's parquet reads, with one row per
-candidate and one accepted row per sample.
+candidate and one accepted row per sample. A finalised dataset (dataset.json's
+``finalise`` section, always there with ``run.inter_class: dataset``) holds no
+sample of a dropped class, and no two of its classes are duplicates by the
+dataset-wide rule: the shards hold exactly the classes finalising checked, and
+(up to 20,000 classes) the rule recomputed from the shards' class centres finds nothing.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ from synthface.errors import InputDataError
 from synthface.shards.config import SHORT_CLASS_REASON
 from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
-from synthface.shards.writer import ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, shard_problem
+from synthface.shards.writer import (
+    ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, committed_shards, load_centres, shard_problem,
+)
 
 REQUIRED = ("cls", "jpg", "json")
+# verify recomputes the dataset-wide duplicate check itself up to this many classes
+RECHECK_MAX_CLASSES = 20_000
 
 
 @dataclass
@@ -204,6 +212,44 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
                 problem(f"{name}: identity {label} has {n} images; its class size is {class_size}"
                         + ("" if n > class_size else f" and it is not flagged {SHORT_CLASS_REASON}"))
     report.classes = len(labels)
+    _check_finalised(output, dataset, labels, problem)
     if report.samples != dataset.get("num_images"):
         problem(f"{DATASET_FILE} says num_images={dataset.get('num_images')} but the shards hold {report.samples}")
     return report
+
+
+def _check_finalised(output: Output, dataset: dict, labels: set[int], problem) -> None:
+    """The finalising guarantees: dropped classes are gone; no duplicate identities remain."""
+    from synthface.filtering.duplicates import find_duplicates
+    from synthface.shards.rewrite import classes_fingerprint
+
+    cfg = dataset.get("config", {})
+    finalised = dataset.get("finalise")
+    wants_check = cfg.get("run", {}).get("inter_class") == "dataset"
+    if wants_check and dataset.get("complete") and not (finalised or {}).get("applied"):
+        problem(f"{DATASET_FILE}: run.inter_class is 'dataset' but the dataset is not finalised "
+                "(run `synthface finalise OUT`)")
+    if not finalised:
+        return
+    dropped = {int(i) for i in finalised.get("dropped", {})}
+    still = sorted(dropped & labels)
+    if still:
+        problem(f"{len(still)} dropped classes still have samples (first: {still[:5]})")
+    if not (wants_check and cfg.get("filter", {}).get("inter_action", "drop") == "drop"):
+        return
+    committed = committed_shards(output)
+    if finalised.get("checked") != classes_fingerprint(committed, cfg):
+        problem("the shards' classes are not those finalising checked for duplicates (run `synthface finalise OUT`)")
+    if len(labels) > RECHECK_MAX_CLASSES:
+        return  # the search is quadratic: above this, trust the fingerprint of what finalising checked
+    try:
+        ids, centres = load_centres(output, committed)
+    except InputDataError as exc:
+        problem(str(exc))
+        return
+    if set(ids.tolist()) != labels:
+        problem("the shards' class centres do not cover exactly the classes with samples")
+    tau = float(cfg.get("filter", {}).get("tau_inter", 1.0))
+    dups = find_duplicates(ids, centres, tau)
+    for cid, dup in list(sorted(dups.items()))[:20]:
+        problem(f"class {cid} duplicates class {dup.of} (centre cosine {dup.similarity:.3f} >= tau_inter {tau})")

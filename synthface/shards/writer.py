@@ -35,8 +35,9 @@ from synthface.shards.storage import Output
 ALIGNED_SIZE = 112
 TAR_MTIME = 0  # fixed member timestamps: byte-identical tars across reruns
 KEY_PATTERN = re.compile(r"^(\d{7})_(\d{3})$")
-SHARD_PATTERN = re.compile(r"^shard-(\d{6})\.(tar|parquet|json)$")
-TMP_PATTERN = re.compile(r"^shard-\d{6}\.(tar|parquet|json)\.tmp-[0-9a-f]+$")
+SHARD_PATTERN = re.compile(r"^shard-(\d{6})\.(tar|parquet|json|centres\.parquet)$")
+TMP_PATTERN = re.compile(r"^shard-\d{6}\.(tar|parquet|json|centres\.parquet)\.tmp-[0-9a-f]+$")
+CENTRES_SUFFIX = ".centres.parquet"  # per shard: each class's centre, for the dataset-wide checks
 
 # Columns of the per-shard candidate table (one row per generated image).
 CANDIDATE_SCHEMA = pa.schema(
@@ -53,6 +54,10 @@ CANDIDATE_SCHEMA = pa.schema(
         ("num_faces", pa.int32()),
         ("class_kept", pa.bool_()),
         ("class_reason", pa.string()),
+        # generation.reference: the identity image the candidate started from (relative
+        # to the bank's image folder) and the noise strength; null when the mode is off
+        ("reference_image", pa.string()),
+        ("reference_strength", pa.float32()),
         # head pose of the detected face, degrees (synthface.faces.head_pose); null without a face
         ("yaw", pa.float32()),
         ("pitch", pa.float32()),
@@ -130,6 +135,7 @@ class ShardWriter:
         self.jpeg_quality = jpeg_quality
         self._samples: dict[str, _Sample] = {}
         self._candidates: list[dict[str, Any]] = []
+        self._centres: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -167,21 +173,13 @@ class ShardWriter:
         """Record one generated image, accepted or not (a row of the parquet)."""
         self._candidates.append({name: row.get(name) for name in CANDIDATE_SCHEMA.names})
 
+    def set_centres(self, ids: np.ndarray, centres: np.ndarray) -> None:
+        """Record the class centres (float32[K, D], unit norm) of the classes ``ids`` that
+        hold samples; the dataset-wide duplicate check and the audit read them back."""
+        self._centres = (np.asarray(ids, np.int64).reshape(-1), np.asarray(centres, np.float32))
+
     def tar_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for key in sorted(self._samples):
-                members = self._samples[key].members
-                for ext in sorted(members):
-                    data = members[ext]
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    info.mtime = TAR_MTIME
-                    info.mode = 0o644
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    tar.addfile(info, io.BytesIO(data))
-        return buf.getvalue()
+        return tar_bytes({key: s.members for key, s in self._samples.items()})
 
     def parquet_bytes(self) -> bytes:
         rows = sorted(self._candidates, key=lambda r: (r["id"], r["index"]))
@@ -204,9 +202,99 @@ class ShardWriter:
         stats["files"] = {"tar": file_record(tar), "parquet": file_record(parquet)}
         self.output.write_bytes(f"{self.name}.tar", tar)
         self.output.write_bytes(f"{self.name}.parquet", parquet)
+        if self._centres is not None:
+            self.output.write_bytes(f"{self.name}{CENTRES_SUFFIX}", centres_bytes(*self._centres))
         stats["finished_at"] = round(time.time(), 3)
         self.output.write_json(f"{self.name}.json", stats)  # last: the commit marker
         return stats
+
+
+def tar_bytes(samples: dict[str, dict[str, bytes]]) -> bytes:
+    """A WebDataset tar of ``{key: {ext: bytes}}``: members sorted, fixed mtime/uid/gid/mode."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key in sorted(samples):
+            members = samples[key]
+            for ext in sorted(members):
+                data = members[ext]
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                info.mtime = TAR_MTIME
+                info.mode = 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def read_tar(data: bytes) -> dict[str, dict[str, bytes]]:
+    """``{key: {ext: bytes}}`` of a shard tar; raises tarfile.TarError on a damaged one."""
+    samples: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, ext = member.name.partition(".")
+            f = tar.extractfile(member)
+            samples.setdefault(key, {})[ext] = f.read() if f else b""
+    return samples
+
+
+def centres_bytes(ids: np.ndarray, centres: np.ndarray) -> bytes:
+    """The centres file: one row per class, ``id`` and ``centre`` (fixed-size float32 list)."""
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    centres = np.asarray(centres, np.float32).reshape(len(ids), -1)
+    order = np.argsort(ids, kind="stable")
+    ids, centres = ids[order], centres[order]
+    dim = centres.shape[1] if len(ids) else 0
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "centre": pa.FixedSizeListArray.from_arrays(pa.array(centres.reshape(-1), pa.float32()), max(dim, 1))
+            if len(ids)
+            else pa.array([], pa.list_(pa.float32(), 1)),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def read_centres(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int64[K], centres float32[K, D]) from a centres file."""
+    table = pq.read_table(io.BytesIO(data))
+    ids = table["id"].to_numpy().astype(np.int64)
+    column = table["centre"].combine_chunks()
+    dim = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return ids, values.reshape(len(ids), dim)
+
+
+def load_centres(output: Output, committed: dict[int, dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, centres) of every class that holds samples now, in id order."""
+    all_ids, all_centres = [], []
+    for index in sorted(committed):
+        stats = committed[index]
+        labels = set(int(x) for x in stats.get("labels", []))
+        if not labels:
+            continue
+        name = f"{stats['shard']}{CENTRES_SUFFIX}"
+        if not output.exists(name):
+            raise InputDataError(
+                f"{output.url_of(name)} is missing: this shard was written before class centres were "
+                "recorded; regenerate it (delete its .json and rerun generate)"
+            )
+        ids, centres = read_centres(output.read_bytes(name))
+        keep = np.isin(ids, list(labels))
+        if int(keep.sum()) != len(labels):
+            raise InputDataError(f"{output.url_of(name)} lacks the centres of some classes in {stats['shard']}.tar")
+        all_ids.append(ids[keep])
+        all_centres.append(centres[keep])
+    if not all_ids:
+        return np.empty(0, np.int64), np.empty((0, 0), np.float32)
+    ids, centres = np.concatenate(all_ids), np.concatenate(all_centres)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], centres[order]
 
 
 SHARD_FILES = ("tar", "parquet")  # what a shard's stats["files"] describes
