@@ -263,7 +263,10 @@ def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
     from synthface.shards.writer import committed_shards
 
     out = Output(str(tmp_path))
-    cfg = FactoryConfig.model_validate({"run": {"images_per_id": 6, "ids_per_shard": 2}}).model_dump(mode="json")
+    # inter_class "shard": this test is about the card, and a "dataset" run is not verified until finalised
+    cfg = FactoryConfig.model_validate(
+        {"run": {"images_per_id": 6, "ids_per_shard": 2, "inter_class": "shard"}}
+    ).model_dump(mode="json")
     record = {"config": cfg, "config_hash": "abc", "bank": {"path": "b", "sha256": "x", "num_ids": 4}}
     check_or_start_run(out, record, restart=False)
     for k in range(2):
