@@ -51,8 +51,15 @@ def _process_start(pid: int) -> float | None:
 class OutputLock:
     """The exclusive lock on one output folder; use as a context manager."""
 
-    def __init__(self, output: Output, lease_s: float = LEASE_S, heartbeat_s: float = HEARTBEAT_S):
+    def __init__(
+        self,
+        output: Output,
+        lease_s: float = LEASE_S,
+        heartbeat_s: float = HEARTBEAT_S,
+        command: str = "synthface generate",
+    ):
         self.output = output
+        self.command = command  # named in the refusal another run gets
         self.lease_s = lease_s
         self.heartbeat_s = heartbeat_s
         self.token = uuid.uuid4().hex
@@ -72,7 +79,7 @@ class OutputLock:
             "started": getattr(self, "_started", None) or time.time(),
             "heartbeat": time.time(),
             "lease_s": self.lease_s,
-            "command": "synthface generate",
+            "command": self.command,
         }
 
     def _encode(self) -> bytes:
