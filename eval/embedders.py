@@ -125,7 +125,13 @@ class OnnxEmbedder:
             raise InputDataError(f"{path}: expected an NCHW RGB image input, got shape {shape}")
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.size = (shape[2], shape[3]) if all(isinstance(s, int) for s in shape[2:]) else None
-        self.output_name = self.session.get_outputs()[0].name
+        outputs = self.session.get_outputs()
+        if len(outputs) != 1 or (outputs[0].shape is not None and len(outputs[0].shape) != 2):
+            raise InputDataError(
+                f"{path}: not a face recognizer: expected one [N, D] embedding output, got {len(outputs)} "
+                f"output(s) (a face detector?)"
+            )
+        self.output_name = outputs[0].name
         self.description = f"ONNX {path.name} (input {input_mode})"
         self.training = None  # not trained here: its training set is not recorded
 

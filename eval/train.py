@@ -251,7 +251,9 @@ def _train(cfg, data, out, rank, world, device, is_main, echo) -> dict:
         scaler.load_state_dict(state["scaler"])
         start_step = int(state["step"])
     if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        from synthface.local_dirs import ensure_dir
+
+        ensure_dir(out, "--out")
     dataset_info = {**asdict(spec), "urls": len(spec.urls)}
     run_info = {
         "config": cfg_dump,

@@ -123,6 +123,9 @@ def load_bin(path: str | Path) -> PairSet:
         raise InputDataError(f"{path}: issame_list must hold at least 2 booleans")
     if len(bins) != 2 * len(issame):
         raise InputDataError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected twice as many)")
+    from synthface.resources import require_memory
+
+    require_memory(len(bins) * INPUT_SIZE * INPUT_SIZE * 3, f"{path}: its {len(bins):,} images, decoded,")
     images = np.empty((len(bins), INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
     for i, entry in enumerate(bins):
         try:

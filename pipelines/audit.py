@@ -27,6 +27,7 @@ import numpy as np
 from pipelines.finalise import LEAK_REASON, finalise
 from synthface.errors import InputDataError
 from synthface.filtering.duplicates import neighbours
+from synthface.shards.lock import OutputLock
 from synthface.shards.manifest import AUDIT_FILE, DATASET_FILE
 from synthface.shards.storage import Output
 from synthface.shards.writer import KEY_PATTERN, committed_shards, load_centres, read_tar
@@ -209,8 +210,9 @@ def audit(
         best = {}
         for m in result.matches:  # sorted most similar first: keep each identity's closest face
             best.setdefault(m["id"], m)
-        finalise(output, {cid: {"reason": LEAK_REASON, "source": m["source"], "face": m["face"],
-                                "similarity": m["similarity"]} for cid, m in best.items()})
+        with OutputLock(output, command="synthface audit --drop"):  # it rewrites shards: no generate beside it
+            finalise(output, {cid: {"reason": LEAK_REASON, "source": m["source"], "face": m["face"],
+                                    "similarity": m["similarity"]} for cid, m in best.items()})
         result.dropped = matched
     output.write_json(
         AUDIT_FILE,

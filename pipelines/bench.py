@@ -157,7 +157,7 @@ def orchestration_bench(
                     max_in_flight=cfg.run.jobs_in_flight(),
                     max_retries=0,
                 )
-                dispatcher.start_workers()
+                dispatcher.start_workers(wait_all=True)
                 t0 = time.perf_counter()
                 result = dispatcher.run(jobs, poll_s=0.05)
                 wall = time.perf_counter() - t0

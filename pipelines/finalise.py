@@ -34,7 +34,7 @@ from synthface.filtering.duplicates import DUPLICATE_REASON, find_duplicates
 from synthface.shards.manifest import DATASET_FILE, FINALISE_FILE, RUN_FILE, write_manifest
 from synthface.shards.rewrite import classes_fingerprint, drop_classes
 from synthface.shards.storage import Output
-from synthface.shards.writer import SHARD_PATTERN, load_centres
+from synthface.shards.writer import SHARD_PATTERN, file_record, load_centres
 
 log = logging.getLogger("synthface.finalise")
 
@@ -79,6 +79,8 @@ def _apply(output: Output, plan: dict[str, Any], committed: dict[int, dict[str, 
         )
         output.write_bytes(f"{stem}.tar", tar)
         output.write_bytes(f"{stem}.parquet", parquet)
+        # the commit marker records the rewritten files, or resume would redo the shard
+        new_stats = {**new_stats, "files": {"tar": file_record(tar), "parquet": file_record(parquet)}}
         output.write_json(f"{stem}.json", new_stats)  # last: the shard is consistent again
         committed[index] = new_stats
         rewritten.append(stem)

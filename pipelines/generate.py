@@ -26,9 +26,10 @@ from synthface.errors import ConfigError, RunStateError
 from synthface.factory_config import FactoryConfig
 from synthface.generation.controls import control_sampler
 from synthface.models.integrity import verify_model_folder
+from synthface.shards.lock import OutputLock
 from synthface.shards.manifest import DATASET_FILE, check_or_start_run, describe_models, run_record, write_manifest
-from synthface.shards.storage import Output, fsspec_env
-from synthface.shards.writer import committed_shards, remove_interrupted_writes
+from synthface.shards.storage import Output, OutputError, fsspec_env
+from synthface.shards.writer import committed_shards, remove_interrupted_writes, shard_name
 
 log = logging.getLogger("synthface.generate")
 
@@ -42,6 +43,7 @@ class GenerateResult:
     failed: dict[int, str] = field(default_factory=dict)
     retries: int = 0
     workers_replaced: int = 0
+    timeouts: int = 0
     dataset: dict[str, Any] = field(default_factory=dict)
     finalise: Any = None  # pipelines.finalise.FinaliseResult when the run finalised
 
@@ -50,13 +52,28 @@ class GenerateResult:
         return not self.failed
 
 
+AUTH_HINT = (
+    "the cluster may use Ray token authentication (RAY_AUTH_MODE=token, on by default for "
+    "clusters started where ~/.ray/auth_token exists): give this process the cluster's token with "
+    "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (its head node has it in ~/.ray/auth_token), see docs/cluster.md"
+)
+
+
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Start an embedded Ray (address None) or join a cluster; True if we started it."""
+    """Start a private local Ray (address None) or join a cluster; True if we started it.
+
+    Local means local: without an address (or RAY_ADDRESS, which `ray job submit` sets),
+    a cluster started with `ray start` on this machine, or a stale
+    /tmp/ray/ray_current_cluster file it left, is neither joined nor a problem.
+    """
     import ray
+    from ray.exceptions import AuthenticationError
 
     if ray.is_initialized():
         return False
-    env = {"env_vars": fsspec_env()} if fsspec_env() else None
+    # FSSPEC_* settings go to the workers with the actor options (runtime envs merge env_vars
+    # there); given to ray.init as well they conflict with a `ray job submit --runtime-env-json`
+    # that sets them, and the job fails on a runtime-env merge error
     # inside `ray job submit` Ray sets RAY_ADDRESS: join that cluster
     given = address
     address = address or os.environ.get("RAY_ADDRESS")
@@ -65,15 +82,24 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
         if address != "auto":
             _check_reachable(address, where)
         try:
-            ray.init(address=address, runtime_env=env, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True)
         except ConnectionError as exc:  # 'auto' with no cluster running here, or a cluster that went away
             raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
+        except ValueError as exc:  # not an address Ray understands
+            raise ConfigError(
+                f"{where}: {str(exc).splitlines()[0]} (expected 'auto', HOST:PORT or ray://HOST:PORT)"
+            ) from None
+        except (AuthenticationError, RuntimeError) as exc:
+            text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            if isinstance(exc, AuthenticationError) or "auth" in str(exc).lower() or "token" in str(exc).lower():
+                raise ConfigError(f"{where}: Ray refused the connection ({text}); {AUTH_HINT}") from None
+            raise
     else:
-        # Light on a laptop: no dashboard, only the CPUs we have.
+        # Light on a laptop: no dashboard, only the CPUs we have; "local" never joins a running cluster.
         ray.init(
+            address="local",
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,
-            runtime_env=env,
             log_to_driver=True,
             configure_logging=False,
         )
@@ -106,7 +132,11 @@ def _check_resources(cfg: FactoryConfig) -> None:
         raise ConfigError(f"'run.cpus_per_worker' is {need_cpu} but the Ray cluster has {cpus:g} CPUs")
     fit = min(cpus // need_cpu, gpus // need_gpu if need_gpu else float("inf"))
     if fit < cfg.run.workers:
-        log.warning("only %d of %d workers fit the cluster's resources now; the rest wait", fit, cfg.run.workers)
+        # not an error: an autoscaling cluster may grow, and jobs start on the workers that fit
+        log.warning(
+            "only %d of %d workers fit the cluster's resources now; jobs start on those, the others "
+            "join if the cluster grows (set run.workers=%d to silence this)", fit, cfg.run.workers, fit,
+        )
 
 
 def worker_config(cfg_data: dict[str, Any]) -> dict[str, Any]:
@@ -140,10 +170,6 @@ def generate(
     verify_models: bool = False,
 ) -> GenerateResult:
     """``verify_models`` re-hashes every model file instead of the size + mtime check."""
-    import ray
-
-    from pipelines.worker import ShardWorker
-
     output = Output(out)
     cfg_data = cfg.model_dump(mode="json")
     # before anything is written: refuse model files that differ from their manifest
@@ -165,11 +191,37 @@ def generate(
     num_ids = sum(g.num_ids for g in groups)
     embeddings = embeddings[:num_ids]
     record = run_record(cfg_data, cfg.run.bank, num_ids)
+    with OutputLock(output):  # one driver per OUT, for the whole run
+        return _generate_locked(
+            cfg, output, cfg_data, embeddings, record, ray_address, restart, stages_factory, console, write_card,
+            groups, describe_models(cfg.models_dir, models_checked, "sha256" if verify_models else "size+mtime"),
+        )
+
+
+def _generate_locked(
+    cfg: FactoryConfig,
+    output: Output,
+    cfg_data: dict[str, Any],
+    embeddings,
+    record: dict[str, Any],
+    ray_address: str | None,
+    restart: bool,
+    stages_factory: Callable[[FactoryConfig], Stages],
+    console: Console | None,
+    write_card: bool,
+    groups,
+    models_info: dict[str, Any],
+) -> GenerateResult:
+    import ray
+
+    from pipelines.worker import ShardWorker
+
+    num_ids = len(embeddings)
     resuming = check_or_start_run(output, record, restart)
 
     jobs = plan_jobs(groups, cfg.run.ids_per_shard)
     remove_interrupted_writes(output)
-    committed = committed_shards(output)
+    committed = resumable_shards(output, record["config_hash"], len(jobs))
     todo = [j for j in jobs if j.index not in committed]
     log.info(
         "%s %s: %d identities, %d shards (%d already committed, %d to do), images per identity: %s",
@@ -211,14 +263,14 @@ def generate(
                 max_retries=cfg.run.max_retries,
                 on_done=lambda job, stats: progress.shard_done(stats),
                 on_failed=lambda job, err: progress.shard_failed(),
-                on_tick=lambda: progress.tick(),
+                on_tick=lambda: progress.tick() if progress is not None else None,
+                job_timeout_s=cfg.run.job_timeout_s,
             )
             log.info(
                 "starting %d workers (%g CPU, %g GPU each); each loads the models once",
                 workers, cfg.run.cpus_per_worker, cfg.run.gpus_per_worker,
             )
-            dispatcher.start_workers()
-            log.info("workers ready")
+            dispatcher.start_workers()  # returns once the first worker is ready; the others join as they load
             # the clock (images/s, ETA) starts once the models are loaded
             progress = RunProgress(len(jobs), result.skipped, cfg.run.log_every_s, console=console)
             outcome = dispatcher.run(todo)
@@ -233,33 +285,58 @@ def generate(
         result.failed = outcome.failed
         result.retries = outcome.retries
         result.workers_replaced = outcome.workers_replaced
+        result.timeouts = outcome.timeouts
 
     # a worker killed while writing leaves a temp file; its job was redone elsewhere
     # (the workers are gone now, so nothing is still writing one)
     remove_interrupted_writes(output)
-    committed = committed_shards(output)
-    result.dataset = write_manifest(
-        output, record, committed, len(jobs), result.failed,
-        describe_models(cfg.models_dir, models_checked, "sha256" if verify_models else "size+mtime"),
-    )
-    if cfg.run.inter_class == "dataset" and not result.failed:
-        from pipelines.finalise import finalise
+    # the shards were checked on the way in and written by this run: sizes suffice here
+    committed = committed_shards(output, record["config_hash"], checksums=False)
+    try:
+        result.dataset = write_manifest(output, record, committed, len(jobs), result.failed, models_info)
+        if cfg.run.inter_class == "dataset" and not result.failed:
+            from pipelines.finalise import finalise
 
-        result.finalise = finalise(output)
-        result.dataset = output.read_json(DATASET_FILE)
-    if write_card:
-        from synthface.shards.card import write_card as _write_card
+            result.finalise = finalise(output)
+            result.dataset = output.read_json(DATASET_FILE)
+        if write_card:
+            from synthface.shards.card import write_card as _write_card
 
-        _write_card(output)
+            _write_card(output)
+    except OutputError as exc:
+        if not result.failed:
+            raise
+        # the shards failed for the same reason (a full disk, say): their summary is the message
+        log.error("could not write the manifest and card either: %s", exc)
     if result.failed:
         log.error("%d shard(s) failed: %s", len(result.failed), ", ".join(f"{k}" for k in sorted(result.failed)))
     return result
 
 
+def resumable_shards(output: Output, config_hash: str, num_jobs: int) -> dict[int, dict[str, Any]]:
+    """The committed shards a resume keeps. A shard whose files do not match its stats
+    (truncated, missing, damaged) or that another config made loses its commit marker
+    here, is redone, and the log says which and why."""
+    rejected: dict[int, str] = {}
+    committed = committed_shards(output, config_hash, rejected=rejected)
+    for index, reason in sorted(rejected.items()):
+        log.warning("%s is not committed (%s): redoing it", shard_name(index), reason)
+        output.remove(f"{shard_name(index)}.json")
+    return {k: v for k, v in committed.items() if k < num_jobs}
+
+
 def ensure_complete(result: GenerateResult) -> None:
+    """One line for a run that left shards undone, grouped by reason
+    ("13 of 16 shards failed: no space left on the output (shard-000003, ...)")."""
     if result.failed:
-        lines = "; ".join(f"shard-{k:06d}: {err}" for k, err in sorted(result.failed.items()))
+        by_reason: dict[str, list[int]] = {}
+        for k, err in sorted(result.failed.items()):
+            by_reason.setdefault(err, []).append(k)
+        parts = []
+        for err, shards in by_reason.items():
+            names = ", ".join(shard_name(k) for k in shards[:4]) + (", ..." if len(shards) > 4 else "")
+            parts.append(f"{err} ({names})")
         raise RunStateError(
-            f"{len(result.failed)} of {result.num_shards} shards failed ({lines}); "
-            f"the others are committed: rerun the same command to retry the failed ones"
+            f"{len(result.failed)} of {result.num_shards} shards failed: {'; '.join(parts)}; "
+            f"the others are committed: fix that and rerun the same command to do the failed ones"
         )

@@ -82,6 +82,7 @@ class JobSettings:
     jpeg_quality: int
     write_full_image: bool
     inter_class: str  # "dataset" | "shard" | "off"
+    config_hash: str | None = None  # recorded in the stats: resume and verify check it
     oversample: float = 1.0
     max_candidates_per_id: int | None = None  # None: 2 x images_per_id
     short_classes: str = "drop"  # "drop" | "flag"
@@ -365,6 +366,7 @@ def run_shard_job(
         "generator": generator_info,
         **({"controls": stages.controls.describe()} if stages.controls is not None else {}),
         "attempt": attempt,
+        "config_hash": settings.config_hash,
         "host": platform.node(),
         "pid": os.getpid(),
         "started_at": round(started_at, 3),

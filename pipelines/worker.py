@@ -19,6 +19,7 @@ from pipelines.shard_job import JobSettings, Stages, run_shard_job
 from synthface.errors import ConfigError
 from synthface.factory_config import FactoryConfig
 from synthface.models.integrity import verify_model_folder
+from synthface.shards.manifest import run_config_hash
 from synthface.shards.storage import Output
 from synthface.shards.writer import warm_up as writer_warm_up
 
@@ -31,6 +32,7 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
         jpeg_quality=cfg.run.jpeg_quality,
         write_full_image=cfg.run.write_full_image,
         inter_class=cfg.run.inter_class,
+        config_hash=run_config_hash(cfg.model_dump(mode="json")),
         oversample=cfg.run.oversample,
         max_candidates_per_id=cfg.run.max_candidates_per_id,
         short_classes=cfg.run.short_classes,
@@ -49,6 +51,14 @@ def check_bank_space(cfg: FactoryConfig, stages: Stages, bank_dim: int) -> None:
         )
 
 
+def check_writable(output: Output) -> None:
+    """Write and delete a small probe file, so a worker that cannot write the output (no S3
+    credentials on its node, a read-only mount) says so when it starts, not after a shard."""
+    name = f".synthface-probe-{platform.node()}-{os.getpid()}"
+    output.write_bytes(name, b"")
+    output.remove(name)
+
+
 class ShardWorker:
     def __init__(
         self,
@@ -65,6 +75,7 @@ class ShardWorker:
             self.cfg = FactoryConfig.model_validate(cfg_data)
             self.settings = job_settings(self.cfg)
             self.output = Output(out_url)
+            check_writable(self.output)  # before loading models: no credentials shows at once
             self.embeddings = embeddings
             # this node's copy of the model folder, checked like the driver's (size + mtime)
             verify_model_folder(self.cfg.models_dir)

@@ -18,7 +18,9 @@ from synthface.shards.config import RunConfig
 
 
 class FactoryConfig(StrictModel):
-    seed: int = Field(0, ge=0, description="Run seed: all randomness derives from it.")
+    seed: int = Field(
+        0, ge=0, le=2**64 - 1, description="Run seed (0 .. 2**64-1: larger ones would wrap): all randomness derives from it."
+    )
     models_dir: str = Field("models", description="Local model folder (see `synthface models check`).")
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)

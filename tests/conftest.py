@@ -48,8 +48,18 @@ def ray_cluster():
     subprocess passes it ``--ray-address`` so no second cluster starts.
     """
     ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    # On a loaded shared box the raylet gives up waiting for its agents (their port files)
+    # and aborts; give them longer, and retry the start.
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
+    for attempt in range(3):
+        if ray.is_initialized():
+            break
+        try:
+            ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -74,3 +84,50 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A local S3 (moto's server on 127.0.0.1) with the bucket ``synthface-test``, for this
+    test only; FSSPEC_S3 is set so fsspec (and the pipeline's workers) reach it. Yields its URL."""
+    import json
+    import time
+    import urllib.request
+
+    pytest.importorskip("moto")
+    s3fs = pytest.importorskip("s3fs")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("moto server did not start")
+        # fsspec reads FSSPEC_S3 (JSON kwargs of s3fs); the pipeline forwards it to its workers
+        monkeypatch.setenv(
+            "FSSPEC_S3",
+            json.dumps({"key": "testing", "secret": "testing", "endpoint_url": url,
+                        "client_kwargs": {"region_name": "us-east-1"}}),
+        )
+        s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=url).mkdir("synthface-test")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

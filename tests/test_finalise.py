@@ -272,6 +272,22 @@ def test_cli_finalise_and_its_user_error(unfinalised, tmp_path, cli):
     assert proc.returncode == 2 and "no dataset.json" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_cli_finalise_is_refused_while_a_run_holds_the_output(unfinalised, tmp_path, cli):
+    from synthface.shards.lock import LOCK_FILE, OutputLock
+
+    out = tmp_path / "locked"
+    shutil.copytree(unfinalised, out)
+    before = files_of(out)
+    with OutputLock(Output(str(out))):  # this live process is "a generate run" on OUT
+        proc = cli("finalise", out)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "synthface generate" in proc.stderr and str(LOCK_FILE) in proc.stderr
+    assert {k: v for k, v in files_of(out).items() if k != LOCK_FILE} == before  # nothing rewritten
+    proc = cli("finalise", out)
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / LOCK_FILE).exists()  # released after the run
+
+
 def test_flag_action_lists_the_duplicates_and_keeps_them(tmp_path):
     out = tmp_path / "flag"
     build_dataset(out, planted_centres(), inter_action="flag")

@@ -263,7 +263,10 @@ def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
     from synthface.shards.writer import committed_shards
 
     out = Output(str(tmp_path))
-    cfg = FactoryConfig.model_validate({"run": {"images_per_id": 6, "ids_per_shard": 2}}).model_dump(mode="json")
+    # inter_class "shard": this test is about the card, and a "dataset" run is not verified until finalised
+    cfg = FactoryConfig.model_validate(
+        {"run": {"images_per_id": 6, "ids_per_shard": 2, "inter_class": "shard"}}
+    ).model_dump(mode="json")
     record = {"config": cfg, "config_hash": "abc", "bank": {"path": "b", "sha256": "x", "num_ids": 4}}
     check_or_start_run(out, record, restart=False)
     for k in range(2):
@@ -331,6 +334,11 @@ def test_verify_checks_class_sizes(tmp_path):
                 m.size = len(data)
             t.addfile(m, io.BytesIO(data))
     tar.write_bytes(buf.getvalue())
+    # a consistent rewrite (its stats record the new tar), so only the class size is wrong
+    from synthface.shards.writer import file_record
+
+    files = {**stats["files"], "tar": file_record(buf.getvalue())}
+    (tmp_path / "shard-000000.json").write_text(json.dumps({**stats, "class_flags": {}, "files": files}))
     assert verify_dataset(str(tmp_path)).problems == [
         "shard-000000.tar: identity 1 has 4 images; its class size is 6 and it is not flagged short_class"
     ]

@@ -170,6 +170,79 @@ def test_failing_job_is_reported_while_the_rest_completes_then_resumes(baseline,
     assert keys_of(out) == keys_of(base_out)
 
 
+def test_resume_redoes_a_shard_whose_files_do_not_match_its_stats(baseline, tiny_models, bank, tmp_path):
+    """A truncated tar or a lost parquet behind a commit marker is redone, not kept."""
+    import shutil
+
+    base_out, _ = baseline
+    out = tmp_path / "ds"
+    shutil.copytree(base_out, out)
+    tar = (out / "shard-000003.tar").read_bytes()
+    (out / "shard-000003.tar").write_bytes(tar[:1000])
+    (out / "shard-000005.parquet").unlink()
+    again = generate(config(tiny_models, bank), str(out), stages_factory=support.build_real_stages)
+    assert again.ok and (again.skipped, again.done) == (NUM_SHARDS - 2, 2)
+    assert (out / "shard-000003.tar").read_bytes() == tar
+    report = verify_dataset(str(out))
+    assert report.ok, report.problems
+    assert keys_of(out) == keys_of(base_out)
+
+
+@pytest.mark.timeout(300)
+def test_more_workers_than_the_cluster_places_do_not_block_the_run(baseline, tiny_models, bank, tmp_path, caplog):
+    """3 workers of 1 CPU on a 2-CPU cluster: a warning, and jobs run on the two that fit
+    (the old driver waited for all three before any job: forever)."""
+    import logging
+
+    base_out, _ = baseline
+    out = tmp_path / "ds"
+    with caplog.at_level(logging.WARNING, "synthface.generate"):
+        result = generate(config(tiny_models, bank, workers=3, cpus_per_worker=1), str(out),
+                          stages_factory=support.build_real_stages)
+    assert result.ok and result.done == NUM_SHARDS
+    assert "only 2 of 3 workers fit" in caplog.text
+    assert keys_of(out) == keys_of(base_out)
+
+
+def test_a_hung_job_times_out_and_is_retried_on_another_worker(baseline, tiny_models, bank, tmp_path):
+    base_out, _ = baseline
+    flag = tmp_path / "hang-next-job"
+    flag.touch()
+    out = tmp_path / "ds"
+    # generous: on a loaded CI box a healthy tiny job must not count as hung
+    result = generate(config(tiny_models, bank, job_timeout_s=45), str(out), stages_factory=support.HangOnce(str(flag)))
+    assert not flag.exists(), "no job hung: nothing was tested"
+    assert result.ok and result.timeouts >= 1 and result.workers_replaced == result.retries == result.timeouts
+    assert verify_dataset(str(out)).ok
+    assert keys_of(out) == keys_of(base_out)
+
+
+def test_a_full_output_disk_fails_the_run_once_with_one_message(ray_cluster, tiny_models, bank, tmp_path, monkeypatch):
+    """ENOSPC is not retried per shard, the jobs not yet started are not run, and a manifest
+    that cannot be written either does not replace the summary."""
+    import errno
+
+    from synthface.shards.storage import Output
+
+    support.ship_by_value()
+    real = Output._write
+
+    def full_for_manifest(self, target, data):
+        if not Path(target).name.startswith("synthface-"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, target, data)
+
+    monkeypatch.setattr(Output, "_write", full_for_manifest)
+    result = generate(config(tiny_models, bank, workers=1), str(tmp_path / "ds"),
+                      stages_factory=support.NoSpaceForShards())
+    assert result.retries == 0 and len(result.failed) == NUM_SHARDS
+    with pytest.raises(RunStateError) as err:
+        ensure_complete(result)
+    message = str(err.value)
+    assert message.startswith(f"{NUM_SHARDS} of {NUM_SHARDS} shards failed: no space left on the output")
+    assert message.count("no space left") == 1 and "\n" not in message
+
+
 def test_readers_load_the_output(baseline):
     out, _ = baseline
     expected = sorted(keys_of(out))

@@ -1,14 +1,9 @@
-"""`generate` writing to an fsspec URL: a local S3 endpoint (moto's server) on
-127.0.0.1, started and stopped by the test."""
+"""`generate` writing to an fsspec URL: a local S3 endpoint (moto's server, the
+`s3_endpoint` fixture of conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -19,44 +14,7 @@ from synthface.shards.storage import Output
 from synthface.shards.verify import verify_dataset
 
 pytest.importorskip("moto")
-s3fs = pytest.importorskip("s3fs")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("moto server did not start")
-        # fsspec reads FSSPEC_S3 (JSON kwargs of s3fs); the pipeline forwards it to its workers
-        monkeypatch.setenv(
-            "FSSPEC_S3",
-            json.dumps({"key": "testing", "secret": "testing", "endpoint_url": url,
-                        "client_kwargs": {"region_name": "us-east-1"}}),
-        )
-        s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=url).mkdir("synthface-test")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+pytest.importorskip("s3fs")
 
 
 def test_generate_to_s3_and_verify(ray_cluster, tiny_models, tmp_path, s3_endpoint):
@@ -77,3 +35,51 @@ def test_generate_to_s3_and_verify(ray_cluster, tiny_models, tmp_path, s3_endpoi
     assert report.samples == json.loads(out.read_bytes("dataset.json"))["num_images"]
     # and a rerun against the bucket resumes instead of redoing
     assert generate(cfg, url, stages_factory=support.build_real_stages).skipped == 1
+
+
+def test_reading_recipes_of_docs_cluster_md(tmp_path, s3_endpoint):
+    """docs/cluster.md's S3 read recipes, as written, on a dataset in a (local) bucket."""
+    import fsspec
+    import fsspec.config
+
+    from test_shards_writer import make_dataset
+
+    make_dataset(tmp_path / "ds", shards=2)
+    fs = s3fs_client(s3_endpoint)
+    fs.put(str(tmp_path / "ds") + "/", "synthface-test/run1/", recursive=True)
+    # as in a fresh process started with FSSPEC_S3 set: fsspec reads it at import
+    fsspec.config.set_conf_env(fsspec.config.conf)
+    try:
+        import webdataset as wds
+        from webdataset.gopen import gopen_schemes
+
+        gopen_schemes["s3"] = lambda url, mode="rb", bufsize=8192, **kw: fsspec.open(url, mode).open()
+        fs = fsspec.filesystem("s3")
+        urls = [f"s3://{p}" for p in sorted(fs.glob("synthface-test/run1/shard-*.tar"))]
+        ds = wds.WebDataset(urls, shardshuffle=False).decode("rgb8").to_tuple("jpg", "cls")
+        got = list(ds)
+        assert len(got) == 12 and got[0][0].shape == (112, 112, 3)
+
+        from datasets import load_dataset
+
+        hf = load_dataset("webdataset", data_files={"train": "s3://synthface-test/run1/shard-*.tar"}, split="train",
+                          storage_options={"endpoint_url": s3_endpoint})
+        assert hf.num_rows == 12
+
+        import pandas as pd
+        import pyarrow.dataset as pads
+
+        parquet = sorted(fs.glob("synthface-test/run1/shard-*.parquet"))
+        table = pads.dataset(parquet, filesystem=fs, format="parquet").to_table()
+        df = table.to_pandas()
+        assert len(df) == 12 and df["accepted"].all()
+        assert len(pd.read_parquet(parquet, filesystem=fs)) == 12
+    finally:
+        fsspec.config.conf.pop("s3", None)
+        gopen_schemes.pop("s3", None)
+
+
+def s3fs_client(url):
+    import s3fs
+
+    return s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=url)

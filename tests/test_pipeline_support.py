@@ -2,9 +2,10 @@
 
 - ``tiny_config``: a factory config on the tiny random models, small enough
   for a 2-core CPU.
-- ``KillOnce`` / ``FailShards`` / ``DieOnLoad``: fault injection around the real
-  stages (a worker process that dies mid-job; jobs that always raise; a worker
-  that dies while loading).
+- ``KillOnce`` / ``FailShards`` / ``DieOnLoad`` / ``HangOnce`` / ``NoSpaceForShards``:
+  fault injection around the real stages (a worker process that dies mid-job;
+  jobs that always raise; a worker that dies while loading; a job that never
+  returns; a full output disk).
 - ``PhotoStages``: the one generator test double: it returns real photos from
   ../shared/assets for identities embedded from those photos, with the real
   face analyzer and filter, so the accept path runs on real faces.
@@ -130,6 +131,51 @@ class DieOnLoad:
 
     def __call__(self, cfg):
         os._exit(1)
+
+
+class _HangingGenerator:
+    def __init__(self, inner, flag: str):
+        self.inner, self.flag = inner, flag
+
+    def generate(self, id_vectors, seeds):
+        try:
+            os.remove(self.flag)  # only the first worker to get here hangs
+        except FileNotFoundError:
+            return self.inner.generate(id_vectors, seeds)
+        import time
+
+        time.sleep(3600)  # a job stuck in a driver call, a dead NFS mount, a deadlock
+
+    def describe(self):
+        return self.inner.describe()
+
+
+@dataclass
+class HangOnce:
+    """Real stages; the first generate() call after ``flag`` appears never returns."""
+
+    flag: str
+
+    def __call__(self, cfg):
+        stages = build_real_stages(cfg)
+        stages.generator = _HangingGenerator(stages.generator, self.flag)
+        return stages
+
+
+@dataclass
+class NoSpaceForShards:
+    """Real stages in a worker whose every shard write fails as on a full disk (ENOSPC)."""
+
+    def __call__(self, cfg):
+        import errno
+
+        from synthface.shards.storage import Output
+
+        def full(self, target, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        Output._write = full  # this worker process only
+        return build_real_stages(cfg)
 
 
 @dataclass

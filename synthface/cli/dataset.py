@@ -78,8 +78,12 @@ def finalise(out: str = typer.Argument(..., help="Dataset folder or fsspec URL."
     """
     _setup_logging()
     from pipelines.finalise import finalise as run_finalise
+    from synthface.shards.lock import OutputLock
+    from synthface.shards.storage import Output
 
-    result = run_finalise(out)
+    output = Output(out)
+    with OutputLock(output, command="synthface finalise"):  # it rewrites shards: no generate beside it
+        result = run_finalise(output)
     typer.echo(
         f"{out}: {len(result.new)} classes dropped now, {len(result.dropped)} in all; "
         f"{len(result.shards_rewritten)} shards rewritten"

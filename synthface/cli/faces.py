@@ -27,6 +27,42 @@ _config_opt = typer.Option(None, "--config", "-c", help="Factory config YAML (it
 _set_opt = typer.Option(None, "--set", help="Override a config key, e.g. --set faces.flip_average=true.")
 
 
+_OPTION_OF = {"det_size": "--det-size", "detector": "--detector", "recognizer": "--recognizer"}
+
+
+def _with_options(faces_cfg, updates: dict):
+    """The faces config with command-line values applied; a bad value is a ConfigError naming its option."""
+    from pydantic import ValidationError
+
+    from synthface.errors import ConfigError
+
+    try:
+        return faces_cfg.model_validate({**faces_cfg.model_dump(), **updates})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else ""
+        raise ConfigError(f"{_OPTION_OF.get(key, 'faces.' + key)} {updates.get(key, '')}: {err['msg']}") from None
+
+
+def _json_safe(value):
+    """Plain JSON: NaN and infinities (a statistic of no pairs of a kind) become null."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _load_config(config, overrides, models, detector, recognizer, det_size=None):
     """The factory config with the command-line model choices applied."""
     from synthface.factory_config import load_factory_config
@@ -40,7 +76,7 @@ def _load_config(config, overrides, models, detector, recognizer, det_size=None)
         updates["recognizer"] = str(Path(recognizer).expanduser().resolve())
     if det_size is not None:
         updates["det_size"] = det_size
-    faces = cfg.faces.model_validate({**cfg.faces.model_dump(), **updates})
+    faces = _with_options(cfg.faces, updates)
     return cfg, faces, (models if models is not None else cfg.models_dir)
 
 
@@ -163,23 +199,39 @@ def face_pairs(
 
     cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, det_size)
     if det_size is None:
-        faces_cfg = faces_cfg.model_validate({**faces_cfg.model_dump(), "det_size": faces_cfg.det_size if as_generated else PHOTO_DET_SIZE})
+        faces_cfg = _with_options(faces_cfg, {"det_size": faces_cfg.det_size if as_generated else PHOTO_DET_SIZE})
     analyzer = FaceAnalyzer.from_config(models_dir, faces_cfg)
 
-    def read_csv(path: Path) -> list[dict]:
+    def read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
         if not path.is_file():
             raise InputDataError(f"file not found: {path}")
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise InputDataError(f"{path}: not a UTF-8 CSV file ({exc})") from None
+        if not rows:
+            raise InputDataError(f"{path}: no rows (expected a header {','.join(columns)} and one row per entry)")
+        missing = [c for c in columns if c not in rows[0]]
+        if missing:
+            raise InputDataError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(columns)})")
+        return rows
 
-    pair_rows = read_csv(pairs)
-    try:
-        pair_list = [(Path(r["image_a"]).name, Path(r["image_b"]).name, bool(int(r["same"]))) for r in pair_rows]
-    except (KeyError, ValueError) as exc:
-        raise InputDataError(f"{pairs}: expected columns image_a,image_b,same (0/1): {exc}") from None
+    def same_flag(value: str | None, row: int) -> bool:
+        if (value or "").strip() not in ("0", "1"):
+            raise InputDataError(f"{pairs}: row {row}: 'same' must be 0 or 1, got {value!r}")
+        return value.strip() == "1"
+
+    pair_list = [
+        (Path(r["image_a"] or "").name, Path(r["image_b"] or "").name, same_flag(r["same"], i + 2))
+        for i, r in enumerate(read_csv(pairs, ("image_a", "image_b", "same")))
+    ]
     labels = {}
     if identities is not None:
-        labels = {Path(r["image"]).name: int(r["identity"]) for r in read_csv(identities)}
+        # identity labels may be any text (names, ids); the statistics need integer classes
+        rows = read_csv(identities, ("image", "identity"))
+        codes = {label: k for k, label in enumerate(dict.fromkeys(str(r["identity"]).strip() for r in rows))}
+        labels = {Path(r["image"] or "").name: codes[str(r["identity"]).strip()] for r in rows}
     names = sorted({n for a, b, _ in pair_list for n in (a, b)} | set(labels))
     images = [read_rgb(images_dir / n) for n in names]
     if as_generated:  # find each face in the photo at 640 px, then reframe it as a generated image would be
@@ -207,7 +259,7 @@ def face_pairs(
         out["candidate_sets_with_target"] = candidate_set_stats(res, lab, cfg.filter, with_target=True).as_dict()
         ok = [i for i, r in enumerate(res) if r.ok]
         out["class_centres"] = centre_stats(np.stack([res[i].embedding for i in ok]), [lab[i] for i in ok])
-    typer.echo(json.dumps(out, indent=2))
+    typer.echo(json.dumps(_json_safe(out), indent=2, allow_nan=False))
 
 
 def bench_faces(

@@ -179,11 +179,14 @@ def models_init_tiny(
 
 
 # ---------------------------------------------------------------- sample
-def parse_ids(text: str) -> list[int]:
-    """``"0,1,5-7"`` -> [0, 1, 5, 6, 7]."""
+MAX_SAMPLE_IDS = 1000  # `sample` holds every image for its contact sheet; datasets are `generate`'s job
+
+
+def parse_ids(text: str, limit: int = MAX_SAMPLE_IDS) -> list[int]:
+    """``"0,1,5-7"`` -> [0, 1, 5, 6, 7]; more than ``limit`` ids is an error (counted before expanding)."""
     from synthface.errors import InputDataError
 
-    ids: list[int] = []
+    ranges: list[range] = []
     try:
         for part in text.split(","):
             part = part.strip()
@@ -193,11 +196,17 @@ def parse_ids(text: str) -> list[int]:
                 lo, hi = (int(x) for x in part.split("-", 1))
                 if hi < lo:
                     raise InputDataError(f"--ids: range {part!r} is empty (write it low-high, e.g. {hi}-{lo})")
-                ids.extend(range(lo, hi + 1))
+                ranges.append(range(lo, hi + 1))
             else:
-                ids.append(int(part))
+                ranges.append(range(int(part), int(part) + 1))
     except ValueError:
         raise InputDataError(f"--ids: expected comma-separated integers or ranges like 0,1,5-7, got {text!r}") from None
+    count = sum(len(r) for r in ranges)
+    if count > limit:
+        raise InputDataError(
+            f"--ids: {count:,} identities; `sample` shows at most {limit} (use `synthface generate` for a dataset)"
+        )
+    ids = [i for r in ranges for i in r]
     if not ids or min(ids) < 0:
         raise InputDataError(f"--ids: expected non-negative identity ids, got {text!r}")
     return list(dict.fromkeys(ids))

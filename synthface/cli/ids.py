@@ -59,7 +59,10 @@ def sample(
     from synthface.factory_config import load_factory_config
     from synthface.identity.bank import write_bank
 
+    from synthface.local_dirs import ensure_dir
+
     cfg = load_factory_config(config, overrides)
+    ensure_dir(out.parent, f"--out {out}")  # before sampling, which can take long
     bank, report = _sample_with_progress(cfg.identity, cfg.seed)
     write_bank(bank, out)
     seconds = " + ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
@@ -170,8 +173,14 @@ def stats(
     """
     import resource
 
+    from synthface.errors import InputDataError
     from synthface.identity.bank import read_bank_summary
+    from synthface.local_dirs import ensure_dir
 
+    if plot is not None:  # before the work
+        if plot.suffix.lower() != ".png":
+            raise InputDataError(f"--plot {plot}: the histogram is a PNG; give a .png file name")
+        ensure_dir(plot.parent, f"--plot {plot}")
     bank = read_bank_summary(bank_path)
     _print_stats(bank)
     if plot is not None:

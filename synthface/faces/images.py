@@ -50,5 +50,5 @@ def read_rgb(path: str | Path) -> np.ndarray:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise InputDataError(f"cannot read image {path}: {exc}") from None

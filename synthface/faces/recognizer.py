@@ -50,6 +50,11 @@ class ArcFaceRecognizer:
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise MissingModelError(f"{where} does not look like a face recognizer: expected one 4-D image input")
+        if len(outputs) != 1 or (outputs[0].shape is not None and len(outputs[0].shape) != 2):
+            raise MissingModelError(
+                f"{where} does not look like a face recognizer: expected one [N, D] embedding output, got "
+                f"{len(outputs)} output(s) (a face detector?)"
+            )
         shape = list(inputs[0].shape)
         if shape[1] == 3:
             self.layout = "NCHW"

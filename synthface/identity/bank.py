@@ -66,6 +66,9 @@ def sampler_settings(cfg: IdentityConfig) -> dict:
     return settings
 
 
+BYTES_PER_VECTOR_COPIES = 4  # an estimate: the drawn vectors, the screened copy, the table, working blocks
+
+
 def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None) -> tuple[IdentityBank, SampleReport]:
     """Sample, pack (if asked) and screen ``cfg.num_identities`` identities from ``seed``."""
     import torch  # noqa: F401  (heavy: only when sampling)
@@ -76,8 +79,13 @@ def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None
     from synthface.identity.packing import pack
     from synthface.identity.screens import screen
 
-    device = resolve_device(cfg.device)
     n = cfg.num_identities
+    # vectors, their screened copy and the Parquet table each hold n x 512 float32
+    from synthface.errors import ConfigError
+    from synthface.resources import require_memory
+
+    require_memory(n * 512 * 4 * BYTES_PER_VECTOR_COPIES, f"'identity.num_identities' = {n:,}", ConfigError)
+    device = resolve_device(cfg.device)
     seconds: dict[str, float] = {}
     gallery = load_gallery(cfg.gallery) if cfg.gallery else None
     novelty = load_gallery(cfg.screen.novelty_gallery) if cfg.screen.novelty_gallery else None
@@ -270,8 +278,10 @@ def write_bank(bank: IdentityBank, path: str | Path) -> Path:
     """Write the bank atomically (temp file + rename): a crash leaves no half-written bank."""
     import pyarrow.parquet as pq
 
+    from synthface.local_dirs import ensure_dir
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent, f"identity bank {path}")
     tmp = path.with_name(path.name + ".tmp")
     try:
         pq.write_table(bank.table, tmp, compression="zstd", row_group_size=65_536)

@@ -42,7 +42,7 @@ class FolderReport:
 def _find(root: Path, f: ModelFile) -> tuple[str | None, int | None]:
     for name in (f.path, *f.alternatives):
         p = root / name
-        if p.is_file():
+        if p.is_file() and p.stat().st_size > 0:  # a zero-byte file is an interrupted download, not a model
             return name, p.stat().st_size
     return None, None
 

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from synthface.errors import InputDataError
 from synthface.shards.config import SURPLUS_REASON
-from synthface.shards.manifest import CARD_FILE, DATASET_FILE
+from synthface.shards.manifest import CARD_FILE, DATASET_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
 
 CARD_DIR = "card"
@@ -399,6 +399,104 @@ def _table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+
+
+def size_category(num_images: int) -> str:
+    """The Hub's size_categories bucket for this many examples."""
+    return next((name for limit, name in SIZE_CATEGORIES if num_images < limit), "n>1T")
+
+
+def front_matter(dataset: dict) -> str:
+    """The YAML block Hugging Face reads from a dataset card: licence, task, tags, size, and
+    the data files, so that ``load_dataset(OUT)`` and the Hub viewer read the shards only."""
+    import yaml
+
+    meta = {
+        "pretty_name": "synthface synthetic face-recognition dataset",
+        "license": "other",
+        "license_name": "synthface-generated",
+        "license_details": "Generated images; terms of the generating models apply (see the Licence section).",
+        "task_categories": ["image-classification"],
+        "tags": ["synthetic", "face-recognition", "webdataset", "arc2face", "synthface"],
+        "size_categories": [size_category(int(dataset.get("num_images", 0)))],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "shard-*.tar"}]}],
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+
+
+def terms_sections(dataset: dict) -> list[str]:
+    """Licence, intended use, limitations, privacy, settings and citation: what a reader must
+    know before using generated faces."""
+    import json
+
+    cfg = dataset.get("config", {})
+    identity = cfg.get("identity", {})
+    screen = identity.get("screen", {}) if isinstance(identity.get("screen"), dict) else {}
+    novelty = screen.get("novelty_gallery")
+    out = [
+        "## Licence and terms",
+        "",
+        "The images were generated; their use is bound by the licences of the models that made them. "
+        "Check each before any use, commercial use in particular:",
+        "",
+        "- Stable Diffusion 1.5 (VAE, tokenizer, scheduler, and the base Arc2Face was fine-tuned from): "
+        "CreativeML OpenRAIL-M, whose use restrictions pass on to derived outputs.",
+        "- Arc2Face (UNet and ID encoder, FoivosPar/Arc2Face): see its model card for the current licence; "
+        "it was trained on a restored WebFace42M.",
+        "- insightface models (the SCRFD detector and the ArcFace recognizer that defines the identity "
+        "space, antelopev2): released for non-commercial research only.",
+        "",
+        "## Intended use",
+        "",
+        "Training and evaluating face-recognition models for research, in place of or beside datasets of "
+        "real people collected without consent. Not for identifying, profiling or surveilling people.",
+        "",
+        "## Limitations",
+        "",
+        "- The identities are points sampled on the recognizer's hypersphere; how well they cover human "
+        "variation (age, ethnicity, pose, lighting, occlusion) follows the generator's training data, "
+        "not a designed demographic balance.",
+        "- The filter keeps images by a recognizer's similarity; its errors and biases shape which images "
+        "and identities were kept.",
+        "- Images are 112x112 aligned crops meant for face recognition, not general face imagery.",
+        "",
+        "## Privacy",
+        "",
+        "No photo of a real person is in this dataset; identities are sampled, not copied. A generated "
+        "identity can still resemble a real person. "
+        + (
+            f"The bank was screened against a gallery of real identities (`{novelty}`): identities above "
+            f"cosine `{screen.get('max_gallery_similarity')}` to any of them were rejected and redrawn."
+            if novelty
+            else "**No gallery screen was used** (`identity.screen.novelty_gallery` unset): identities were not "
+            "checked against real people's embeddings."
+        ),
+        "",
+        "## Generation settings",
+        "",
+        "```json",
+        json.dumps({k: cfg.get(k) for k in ("seed", "identity", "generation", "faces", "filter", "run") if k in cfg},
+                   indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        "@inproceedings{paraperas2024arc2face,",
+        "  title     = {Arc2Face: A Foundation Model for ID-Consistent Human Faces},",
+        "  author    = {Paraperas Papantoniou, Foivos and Lattas, Alexandros and Moschoglou, Stylianos and "
+        "Deng, Jiankang and Kainz, Bernhard and Zafeiriou, Stefanos},",
+        "  booktitle = {European Conference on Computer Vision (ECCV)},",
+        "  year      = {2024}",
+        "}",
+        "```",
+        "",
+    ]
+    return out
+
+
 def _class_size_text(run: dict) -> str:
     groups = run.get("groups")
     if groups:
@@ -408,15 +506,16 @@ def _class_size_text(run: dict) -> str:
 
 def card_text(
     dataset: dict, candidates: pa.Table, has_sim: bool, has_sheet: bool, classes: list[str] | None = None,
-    has_pose: bool = False,
+    has_pose: bool = False, location: str = ".",
 ) -> str:
+    """The card's Markdown; ``location``: where the shards are (for the loading snippets)."""
     cfg = dataset["config"]
     run = cfg.get("run", {})
     models = dataset.get("models", {})
     origin = models.get("origin", "unknown")
     n_img, n_cand = dataset["num_images"], dataset["num_candidates"]
     reasons = dataset.get("reasons", {})
-    out = ["# synthface dataset", ""]
+    out = [front_matter(dataset), "# synthface dataset", ""]
     if origin == "tiny-random":
         rejected = n_cand - n_img
         out += [
@@ -491,11 +590,14 @@ def card_text(
         "",
         "```python",
         "import webdataset as wds",
-        "ds = wds.WebDataset(\"shard-{000000..%06d}.tar\").decode(\"rgb8\").to_tuple(\"jpg\", \"cls\")"
-        % max(len(dataset.get("shards", [])) - 1, 0),
+        "ds = wds.WebDataset(%r, shardshuffle=False).decode(\"rgb8\").to_tuple(\"jpg\", \"cls\")"
+        % f"{location.rstrip('/')}/shard-{{000000..{max(len(dataset.get('shards', [])) - 1, 0):06d}}}.tar",
+        "",
+        "from datasets import load_dataset  # reads this card's `configs`: the shards, nothing else",
+        "hf = load_dataset(%r, split=\"train\")" % location,
         "```",
         "",
-        "See docs/dataset.md of synthface for Hugging Face `datasets` and wids.",
+        "See docs/dataset.md of synthface for wids, S3 and the parquet files.",
         "",
     ]
     gen_models = models.get("info", {})
@@ -510,6 +612,7 @@ def card_text(
             "Their sha256 are in dataset.json (`models.files`).",
             "",
         ]
+    out += terms_sections(dataset)
     return "\n".join(out)
 
 
@@ -518,7 +621,7 @@ def write_card(out: str | Output) -> str:
     output = out if isinstance(out, Output) else Output(out)
     if not output.exists(DATASET_FILE):
         raise InputDataError(f"{output.url_of(DATASET_FILE)} not found: run `synthface generate` first")
-    dataset = output.read_json(DATASET_FILE)
+    dataset = read_dataset_manifest(output)
     candidates = read_candidates(output, dataset, columns=STAT_COLUMNS)
     filt = dataset.get("config", {}).get("filter", {})
     thresholds = {
@@ -543,7 +646,10 @@ def write_card(out: str | Output) -> str:
     if weakest_png is not None:
         output.write_bytes(WEAKEST_PNG, weakest_png)
     classes = _classes_text(dataset, per_class, candidates, classes_png is not None, weakest_png is not None)
-    text = card_text(dataset, candidates, sim is not None, sheet is not None, classes, pose is not None)
+    text = card_text(
+        dataset, candidates, sim is not None, sheet is not None, classes, pose is not None,
+        location=output.url_of("").rstrip("/"),
+    )
     text += audit_section(output, dataset)
     output.write_bytes(CARD_FILE, text.encode("utf-8"))
     return output.url_of(CARD_FILE)

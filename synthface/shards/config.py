@@ -30,6 +30,7 @@ EXECUTION_ONLY_KEYS = (
     "max_jobs_in_flight",
     "max_retries",
     "log_every_s",
+    "job_timeout_s",
     "overlap",
 )
 
@@ -130,6 +131,15 @@ class RunConfig(StrictModel):
     )
     max_retries: int = Field(2, ge=0, le=100, description="Extra attempts for a failing shard job.")
     log_every_s: float = Field(30.0, gt=0.0, description="Seconds between plain progress log lines.")
+    job_timeout_s: float | None = Field(
+        None,
+        gt=0.0,
+        description=(
+            "Seconds a shard job may run before it counts as hung: its worker is replaced and the job "
+            "retried elsewhere. None derives it from the jobs measured so far (5x the slowest, at least "
+            "300 s; no limit until the first job finishes)."
+        ),
+    )
     # Off by default until a GPU run shows it helps (issue 17): on a CPU-only
     # worker both stages compete for the same cores.
     overlap: bool = Field(

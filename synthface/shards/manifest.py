@@ -21,7 +21,9 @@ from typing import Any
 
 import fsspec
 
-from synthface.errors import RunStateError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from synthface.errors import InputDataError, RunStateError
 from synthface.shards.config import EXECUTION_ONLY_KEYS
 from synthface.shards.storage import Output
 from synthface.shards.writer import shard_name
@@ -45,12 +47,30 @@ def synthface_version() -> str:
         return "unknown"
 
 
+# Where the inputs live, not what they are: the bank is checked by its sha256 and the
+# model folder by its synthface-models.json, so moving either (or a `ray job submit`
+# run, where paths differ) still resumes.
+LOCATION_KEYS = ("models_dir", "run.bank")
+
+
 def output_config(cfg_data: dict[str, Any]) -> dict[str, Any]:
-    """The config without the keys that only change how the run executes."""
+    """The config without the keys that only change how the run executes or where inputs live."""
     data = json.loads(json.dumps(cfg_data))
     for key in EXECUTION_ONLY_KEYS:
         data.get("run", {}).pop(key, None)
+    for dotted in LOCATION_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     return data
+
+
+def run_config_hash(cfg_data: dict[str, Any]) -> str:
+    """The hash that identifies a dataset's config: resume and verify compare it."""
+    return hash_json(output_config(cfg_data))
 
 
 def hash_json(data: Any) -> str:
@@ -116,10 +136,9 @@ def models_identity(models_dir: str) -> dict[str, Any]:
 
 
 def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int) -> dict[str, Any]:
-    out_cfg = output_config(cfg_data)
     return {
         "config": cfg_data,
-        "config_hash": hash_json(out_cfg),
+        "config_hash": run_config_hash(cfg_data),
         "bank": {"path": bank_url, "sha256": file_sha256(bank_url), "num_ids": num_ids},
         "models": models_identity(cfg_data.get("models_dir", "")),
         "synthface_version": synthface_version(),
@@ -150,7 +169,9 @@ def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) ->
         differs = [
             what
             for what, a, b in (
-                ("config", old.get("config_hash"), record["config_hash"]),
+                # recomputed from the stored config, so records written before a key became
+                # location-only still compare by what the config means
+                ("config", run_config_hash(old.get("config", {})), run_config_hash(record["config"])),
                 ("identity bank", old.get("bank", {}).get("sha256"), record["bank"]["sha256"]),
                 ("model folder (synthface-models.json)", old.get("models", {}), record.get("models", {})),
             )
@@ -167,13 +188,16 @@ def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) ->
             what = " and ".join(differs)
             changed = changed_keys(output_config(old.get("config", {})), output_config(record["config"]))
             detail = f" ({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''})" if changed else ""
+            count = len(output.list_names("shard-", ".json"))
             raise RunStateError(
-                f"{output.url} holds a run with a different {what}{detail}; use a new --out, "
-                f"or pass --restart to delete it and start over"
+                f"{output.url} holds a run with a different {what}{detail} and {count} committed shard(s); "
+                f"use a new --out (or the original config), or pass --restart to DELETE those shards "
+                f"and start over with this config"
             )
     elif not restart and output.list_names("shard-"):
         raise RunStateError(
-            f"{output.url} holds shards but no {RUN_FILE}; use a new --out, or pass --restart to delete them"
+            f"{output.url} holds shards but no {RUN_FILE}; use a new --out, or pass --restart to "
+            f"DELETE those shards and start over"
         )
     if restart:
         clear_run(output)
@@ -188,6 +212,44 @@ def clear_run(output: Output) -> None:
         output.remove(name)
     for name in (RUN_FILE, DATASET_FILE, SIZES_FILE, WIDS_FILE, CARD_FILE, "card", FINALISE_FILE, AUDIT_FILE):
         output.remove(name)
+
+
+class _ShardEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=r"^shard-\d{6}\.tar$")
+    num_samples: int = Field(ge=0)
+    num_candidates: int = Field(0, ge=0)
+
+
+class _DatasetManifest(BaseModel):
+    """The fields of dataset.json that verify and card read (others are kept, unchecked)."""
+
+    model_config = ConfigDict(extra="allow")
+    config: dict[str, Any] = {}
+    config_hash: str = ""
+    complete: bool = False
+    missing_shards: list[str] = []
+    num_classes: int = Field(0, ge=0)
+    num_images: int = Field(0, ge=0)
+    num_candidates: int = Field(0, ge=0)
+    reasons: dict[str, int] = {}
+    class_reasons: dict[str, int] = {}
+    models: dict[str, Any] = {}
+    shards: list[_ShardEntry] = []
+
+
+def read_dataset_manifest(output: Output) -> dict[str, Any]:
+    """dataset.json, checked: InputDataError naming the file and the first bad key otherwise."""
+    data = output.read_json(DATASET_FILE)
+    if not isinstance(data, dict):
+        raise InputDataError(f"{output.url_of(DATASET_FILE)}: expected a JSON object, got {type(data).__name__}")
+    try:
+        checked = _DatasetManifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InputDataError(f"{output.url_of(DATASET_FILE)}: '{where}': {err['msg']}") from None
+    return {**data, **checked.model_dump(include=set(_DatasetManifest.model_fields))}
 
 
 def write_manifest(

@@ -8,6 +8,7 @@ pipeline forwards to its workers.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
@@ -22,7 +23,39 @@ from synthface.errors import InputDataError, SynthfaceError
 
 class OutputError(SynthfaceError):
     """The output location cannot be opened or written (bad URL, not a folder, no permission,
-    missing fsspec backend). Raised in the driver, it ends the run with one message."""
+    missing fsspec backend). Raised in the driver, it ends the run with one message.
+
+    ``fatal_reason`` is set when no retry can fix it (the disk is full, the output is
+    read-only or refuses our credentials): the run then fails its remaining jobs at once.
+    """
+
+    def __init__(self, message: str, fatal_reason: str | None = None):
+        super().__init__(message)
+        self.fatal_reason = fatal_reason
+
+
+# errors of writing that a retry on another worker cannot fix
+_FATAL_ERRNOS = {errno.ENOSPC: "no space left on the output", errno.EDQUOT: "disk quota exceeded on the output",
+                 errno.EROFS: "the output is read-only", errno.EACCES: "no permission to write the output",
+                 errno.EPERM: "no permission to write the output"}
+# botocore's errors are not OSErrors; they are matched by name so botocore stays optional
+_CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "NoAuthTokenError")
+
+
+def write_error(url: str, exc: BaseException) -> OutputError:
+    """One OutputError for any failure to write ``url``."""
+    if type(exc).__name__ in _CREDENTIAL_ERRORS:
+        return OutputError(
+            f"cannot write {url}: no credentials for the object store ({type(exc).__name__}); give every "
+            f"worker credentials, e.g. FSSPEC_S3 or AWS_* variables in the environment of `synthface "
+            f"generate` (see docs/cluster.md)",
+            fatal_reason="no credentials for the output's object store",
+        )
+    if isinstance(exc, PermissionError) and not getattr(exc, "errno", None):
+        return OutputError(f"cannot write {url}: access denied ({exc})", fatal_reason="access denied on the output")
+    code = getattr(exc, "errno", None)
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return OutputError(f"cannot write {url}: {text}", fatal_reason=_FATAL_ERRNOS.get(code))
 
 
 def fsspec_env() -> dict[str, str]:
@@ -38,11 +71,31 @@ def _storage_options(protocol: str) -> dict[str, Any]:
     return dict(conf.get(protocol, {}))
 
 
+def _no_credentials(url: str, exc: BaseException) -> OutputError | None:
+    if type(exc).__name__ in _CREDENTIAL_ERRORS:
+        return OutputError(
+            f"cannot open {url}: no credentials for the object store ({type(exc).__name__}); set them for "
+            f"this process, e.g. AWS_* variables or key/secret in FSSPEC_S3 (see docs/cluster.md)",
+            fatal_reason="no credentials for the output's object store",
+        )
+    return None
+
+
 class Output:
-    """A folder (local or remote) that holds one dataset."""
+    """A folder (local or remote) that holds one dataset.
+
+    Every access turns an object store's missing credentials into one OutputError.
+    """
 
     def __init__(self, url: str):
         self.url = str(url).rstrip("/") or "/"
+        if "::" in self.url:
+            # fsspec would read it as a chain of filesystems ("a::b" = b seen through a) and
+            # write somewhere else than the folder named
+            raise OutputError(
+                f"output {self.url}: '::' chains fsspec filesystems and is not supported; use a plain "
+                f"folder or URL (s3://bucket/run)"
+            )
         protocol = fsspec.core.split_protocol(self.url)[0] or "file"
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url, **_storage_options(protocol))
@@ -69,16 +122,25 @@ class Output:
         if self.is_local and os.path.exists(self.root) and not os.path.isdir(self.root):
             raise OutputError(f"output {self.url} exists and is not a folder")
         try:
-            self.fs.makedirs(self.root, exist_ok=True)
+            self._guard("", self.fs.makedirs, self.root, True)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {self.url}: {exc.strerror or exc}") from None
 
+    def _guard(self, name: str, call, *args):
+        try:
+            return call(*args)
+        except Exception as exc:
+            converted = _no_credentials(self.url_of(name), exc)
+            if converted is None:
+                raise
+            raise converted from None
+
     def exists(self, name: str) -> bool:
-        return self.fs.exists(self.path(name))
+        return self._guard(name, self.fs.exists, self.path(name))
 
     def read_bytes(self, name: str) -> bytes:
         try:
-            return self.fs.cat_file(self.path(name))
+            return self._guard(name, self.fs.cat_file, self.path(name))
         except FileNotFoundError:
             raise InputDataError(f"{self.url_of(name)}: not found") from None
         except OSError as exc:  # a folder, no permission
@@ -88,6 +150,8 @@ class Output:
         data = self.read_bytes(name)
         try:
             return json.loads(data)
+        except UnicodeDecodeError:
+            raise InputDataError(f"{self.url_of(name)}: not valid JSON (binary data)") from None
         except json.JSONDecodeError as exc:
             raise InputDataError(f"{self.url_of(name)}: not valid JSON ({exc})") from None
 
@@ -101,7 +165,11 @@ class Output:
         try:
             self._write(target, data)
         except OSError as exc:  # disk full, no permission, a file where a folder should be
-            raise OutputError(f"cannot write {self.url_of(name)}: {exc.strerror or exc}") from None
+            raise write_error(self.url_of(name), exc) from None
+        except Exception as exc:  # an object store's own errors (no credentials)
+            if type(exc).__name__ in _CREDENTIAL_ERRORS:
+                raise write_error(self.url_of(name), exc) from None
+            raise
 
     def _write(self, target: str, data: bytes) -> None:
         if not self.is_local:
@@ -124,11 +192,23 @@ class Output:
 
     def list_names(self, prefix: str = "", suffix: str = "") -> list[str]:
         """File names directly under the root, filtered by prefix/suffix, sorted."""
-        if not self.fs.exists(self.root):
+        if not self._guard("", self.fs.exists, self.root):
             return []
         self.fs.invalidate_cache(self.root)
-        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.root, detail=False)]
+        names = [posixpath.basename(p.rstrip("/")) for p in self._guard("", self.fs.ls, self.root, False)]
         return sorted(n for n in names if n.startswith(prefix) and n.endswith(suffix))
+
+    def list_sizes(self, prefix: str = "") -> dict[str, int]:
+        """File name -> size in bytes for the files directly under the root (one listing)."""
+        if not self._guard("", self.fs.exists, self.root):
+            return {}
+        self.fs.invalidate_cache(self.root)
+        out = {}
+        for entry in self._guard("", self.fs.ls, self.root, True):
+            name = posixpath.basename(entry["name"].rstrip("/"))
+            if entry.get("type") == "file" and name.startswith(prefix):
+                out[name] = int(entry.get("size") or 0)
+        return out
 
     def remove(self, name: str) -> None:
         path = self.path(name)

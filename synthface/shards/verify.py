@@ -28,9 +28,11 @@ from PIL import Image
 
 from synthface.errors import InputDataError
 from synthface.shards.config import SHORT_CLASS_REASON
-from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE
+from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
-from synthface.shards.writer import ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, committed_shards, load_centres
+from synthface.shards.writer import (
+    ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, committed_shards, load_centres, shard_problem,
+)
 
 REQUIRED = ("cls", "jpg", "json")
 # verify recomputes the dataset-wide duplicate check itself up to this many classes
@@ -100,8 +102,10 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
     if not output.exists(DATASET_FILE):
         problem(f"{DATASET_FILE} missing: not a finished synthface dataset (did generate complete?)")
         return report
-    dataset = read_json(DATASET_FILE)
-    if dataset is None:
+    try:
+        dataset = read_dataset_manifest(output)
+    except InputDataError as exc:
+        problem(str(exc))
         return report
     sizes = read_json(SIZES_FILE)
     wids = read_json(WIDS_FILE)
@@ -110,6 +114,7 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
         problem(f"dataset is incomplete: missing shards {', '.join(dataset.get('missing_shards', []))}")
 
     listed = {s["name"]: s for s in dataset.get("shards", [])}
+    file_sizes = output.list_sizes("shard-")
     present = output.list_names("shard-")
     tars = [n for n in present if n.endswith(".tar")]
     for name in present:
@@ -129,12 +134,17 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
 
     seen: dict[str, str] = {}
     labels: set[int] = set()
-    wids_counts = {s["url"]: s["nsamples"] for s in (wids or {}).get("shardlist", [])}
+    wids_counts = {s.get("url"): s.get("nsamples") for s in (wids or {}).get("shardlist", []) if isinstance(s, dict)}
     for name in sorted(listed):
         if name not in tars:
             continue
         report.shards += 1
         stem = name[: -len(".tar")]
+        stats = read_json(f"{stem}.json") if output.exists(f"{stem}.json") else None
+        if stats is not None:
+            damage = shard_problem(output, stats, file_sizes, dataset.get("config_hash"))
+            if damage is not None:
+                problem(f"{name}: not committed: {damage}; rerun the generate command to redo it")
         try:
             samples = _read_tar(output.read_bytes(name))
         except (tarfile.TarError, EOFError, OSError) as exc:
@@ -145,7 +155,6 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
         expected = {"dataset.json": listed[name]["num_samples"]}
         if sizes is not None:
             expected[SIZES_FILE] = sizes.get(name)
-        stats = read_json(f"{stem}.json") if output.exists(f"{stem}.json") else None
         if stats is not None:
             expected[f"{stem}.json"] = stats.get("num_samples")
         if output.exists(f"{stem}.parquet"):

@@ -6,13 +6,16 @@ The tar follows WebDataset conventions: every sample is a group of members
 written sorted by key with fixed mtime/uid/gid/mode, so the same samples give
 byte-identical tars on any machine and rerun.
 
-The stats file is written last and atomically: a shard is done exactly when
-its ``.json`` exists. Anything else found for a shard without it is leftovers
-of an interrupted attempt and is overwritten.
+The stats file is written last and atomically; it records the size and
+sha256 of the tar and the parquet (and the run's config hash). A shard is
+committed exactly when its ``.json`` exists and both files match it (see
+:func:`shard_problem`). Anything else is leftovers of an interrupted attempt,
+or damage, and is redone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -195,8 +198,10 @@ class ShardWriter:
             num_candidates=len(self._candidates),
             labels=sorted({s.label for s in self._samples.values()}),
         )
-        self.output.write_bytes(f"{self.name}.tar", self.tar_bytes())
-        self.output.write_bytes(f"{self.name}.parquet", self.parquet_bytes())
+        tar, parquet = self.tar_bytes(), self.parquet_bytes()
+        stats["files"] = {"tar": file_record(tar), "parquet": file_record(parquet)}
+        self.output.write_bytes(f"{self.name}.tar", tar)
+        self.output.write_bytes(f"{self.name}.parquet", parquet)
         if self._centres is not None:
             self.output.write_bytes(f"{self.name}{CENTRES_SUFFIX}", centres_bytes(*self._centres))
         stats["finished_at"] = round(time.time(), 3)
@@ -292,13 +297,77 @@ def load_centres(output: Output, committed: dict[int, dict[str, Any]]) -> tuple[
     return ids[order], centres[order]
 
 
-def committed_shards(output: Output) -> dict[int, dict[str, Any]]:
-    """Shard index -> stats for every committed shard (its ``.json`` exists)."""
+SHARD_FILES = ("tar", "parquet")  # what a shard's stats["files"] describes
+
+
+def file_record(data: bytes) -> dict[str, Any]:
+    """What a shard's stats record of one of its files (whoever rewrites a shard file
+    must rewrite this record too, or the shard stops counting as committed)."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def shard_problem(
+    output: Output,
+    stats: Any,
+    sizes: dict[str, int],
+    config_hash: str | None = None,
+    checksums: bool = True,
+) -> str | None:
+    """Why a shard with these stats is not committed, or None when it is.
+
+    ``sizes``: file name -> size from one listing of the output. Stats written
+    before shards recorded their files (no ``files`` key) are trusted when the
+    files exist.
+    """
+    if not isinstance(stats, dict) or "shard" not in stats:
+        return "its stats file is not a shard's stats"
+    recorded = stats.get("config_hash")  # None: written without one (older shards, stage tests)
+    if config_hash is not None and recorded is not None and recorded != config_hash:
+        return f"it was made with another config (hash {str(stats.get('config_hash'))[:12]})"
+    records = stats.get("files") or {}
+    for ext in SHARD_FILES:
+        name = f"{stats['shard']}.{ext}"
+        if name not in sizes:
+            return f"{name} is missing"
+        record = records.get(ext)
+        if record is None:
+            continue
+        if sizes[name] != record.get("size"):
+            return f"{name} is {sizes[name]} bytes but its stats say {record.get('size')}"
+        if checksums:
+            digest = hashlib.sha256(output.read_bytes(name)).hexdigest()
+            if digest != record.get("sha256"):
+                return f"{name} does not match the sha256 its stats record"
+    return None
+
+
+def committed_shards(
+    output: Output,
+    config_hash: str | None = None,
+    checksums: bool = True,
+    rejected: dict[int, str] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Shard index -> stats for every committed shard: its ``.json`` exists and its tar and
+    parquet match the sizes and checksums (and config hash) it records.
+
+    Shards that fail are left out; their reasons go to ``rejected`` when given.
+    """
     done = {}
-    for name in output.list_names("shard-", ".json"):
+    sizes = output.list_sizes("shard-")
+    for name in sorted(sizes):
         m = SHARD_PATTERN.match(name)
-        if m:
-            done[int(m.group(1))] = output.read_json(name)
+        if not m or m.group(2) != "json":
+            continue
+        try:
+            stats = output.read_json(name)
+        except InputDataError as exc:
+            problem: str | None = str(exc)
+        else:
+            problem = shard_problem(output, stats, sizes, config_hash, checksums)
+        if problem is None:
+            done[int(m.group(1))] = stats
+        elif rejected is not None:
+            rejected[int(m.group(1))] = problem
     return done
 
 
