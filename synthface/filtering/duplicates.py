@@ -34,7 +34,7 @@ def neighbours(x: np.ndarray, k: int, others: np.ndarray | None = None) -> tuple
 
     The one place the nearest-neighbour code is called: swap it here.
     """
-    from synthface.identity.neighbours import top_k_neighbours
+    from synthface.neighbours import top_k_neighbours
 
     sims, idx = top_k_neighbours(x, k, others=others)
     return sims.cpu().numpy(), idx.cpu().numpy()

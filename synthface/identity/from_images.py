@@ -236,7 +236,7 @@ def screen_by_dropping(vectors: np.ndarray, cfg: ScreenConfig, novelty: np.ndarr
     Returns (keep mask, nn cosine, nn index, gallery cosine or None, counts);
     ``counts["why"]`` maps each dropped index to (screen, cosine, other index).
     """
-    from synthface.identity.neighbours import max_similarity_to, nearest_neighbour
+    from synthface.neighbours import max_similarity_to, nearest_neighbour
 
     n = len(vectors)
     keep = np.ones(n, dtype=bool)
