@@ -11,7 +11,7 @@ applied again to the remaining classes and finds nothing: finalising is idempote
 
 Cost: one similarity search over K centres (:func:`close_pairs`), then work linear in
 the number of close pairs. At 1M classes the search is the whole cost. The search goes
-through :func:`neighbours` (exact, synthface/identity/neighbours.py); the project's one
+through :func:`neighbours` (exact, synthface/neighbours.py); the project's one
 nearest-neighbour helper (issue 15: ``pairs_above`` with exact and approximate modes)
 replaces the body of :func:`close_pairs` in one line.
 """
