@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -31,7 +30,7 @@ from synthface.shards.config import SHORT_CLASS_REASON
 from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
 from synthface.shards.writer import (
-    ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, committed_shards, load_centres, shard_problem,
+    ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, committed_shards, load_centres, read_tar, shard_problem,
 )
 
 REQUIRED = ("cls", "jpg", "json")
@@ -49,19 +48,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def _read_tar(data: bytes) -> dict[str, dict[str, bytes]]:
-    """key -> {ext: bytes}; raises on a truncated or corrupt tar."""
-    samples: dict[str, dict[str, bytes]] = defaultdict(dict)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, ext = member.name.partition(".")
-            f = tar.extractfile(member)
-            samples[key][ext] = f.read() if f else b""
-    return samples
 
 
 def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200) -> VerifyReport:
@@ -146,7 +132,7 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
             if damage is not None:
                 problem(f"{name}: not committed: {damage}; rerun the generate command to redo it")
         try:
-            samples = _read_tar(output.read_bytes(name))
+            samples = read_tar(output.read_bytes(name))
         except (tarfile.TarError, EOFError, OSError) as exc:
             problem(f"{name}: unreadable tar ({exc})")
             continue
