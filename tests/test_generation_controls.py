@@ -123,6 +123,41 @@ def test_both_controls_compose_and_match_the_controlnet_pipeline_with_ip_embeds(
     assert np.abs(ours.astype(int) - as_uint8(reference).astype(int)).max() <= 1
 
 
+def test_reference_mode_composes_with_both_controls(models):
+    """Issue 14's reference (img2img) with expression + pose equals diffusers' ControlNet img2img pipeline
+    given the same IP-adapter embeds; an image still does not depend on its batch neighbours."""
+    import torch
+    from diffusers import StableDiffusionControlNetImg2ImgPipeline
+    from PIL import Image
+
+    all_three = dict(expression={"mode": "neutral"}, pose=POSE_ON, guidance=2.0, steps=4,
+                     reference={"enabled": True, "strength": 0.75})
+    gen = make(models, **all_three)
+    v, e, pose = vectors(3, seed=8), flame(3, seed=4), control_images(3, seed=5)
+    start = np.random.default_rng(6).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    ours = gen.generate(v, [5, 6, 7], expression=e, pose=pose, reference_images=list(start))
+    pipe = StableDiffusionControlNetImg2ImgPipeline(
+        vae=gen.vae, text_encoder=gen.text_encoder, tokenizer=gen.parts.tokenizer, unet=gen.unet, controlnet=gen.controlnet,
+        scheduler=gen.new_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    emb = torch.from_numpy(e[1:2])[:, None, :]
+    reference = pipe(
+        prompt_embeds=gen.conditioner.encode(torch.from_numpy(v[1:2])), image=Image.fromarray(start[1]),
+        control_image=Image.fromarray(pose[1]), strength=0.75, controlnet_conditioning_scale=1.0,  # its default is 0.8
+        ip_adapter_image_embeds=[torch.cat([torch.zeros_like(emb), emb])], guidance_scale=2.0,
+        num_inference_steps=4, height=64, width=64, generator=torch.Generator("cpu").manual_seed(6), output_type="np",
+    ).images[0]
+    assert np.abs(ours[1].astype(int) - as_uint8(reference).astype(int)).max() <= 1
+    alone = make(models, **all_three, batch_size=1).generate(
+        v[2:], [7], expression=e[2:], pose=pose[2:], reference_images=[start[2]]
+    )
+    assert np.abs(ours[2].astype(int) - alone[0].astype(int)).max() <= 1
+    no_reference = make(models, **{k: w for k, w in all_three.items() if k != "reference"})
+    plain = no_reference.generate(v[1:2], [6], expression=e[1:2], pose=pose[1:2])[0]
+    assert np.abs(ours[1].astype(int) - plain.astype(int)).mean() > 1  # the reference image really acts
+
+
 def test_controlled_image_does_not_depend_on_batch_neighbours(models):
     gen4 = make(models, expression={"mode": "neutral"}, pose=POSE_ON, guidance=3.0, guidance_fraction=0.5)
     gen1 = make(models, expression={"mode": "neutral"}, pose=POSE_ON, guidance=3.0, guidance_fraction=0.5, batch_size=1)
