@@ -28,6 +28,7 @@ import numpy as np
 from pipelines.overlap import run_overlapped
 from pipelines.planning import ShardJob
 from synthface.seeds import image_seed
+from synthface.filtering.yaw_balance import keep_for_class
 from synthface.shards.config import SHORT_CLASS_REASON, SURPLUS_REASON, candidate_cap, first_round
 from synthface.shards.storage import Output
 from synthface.shards.writer import ShardWriter, encode_jpeg, sample_key, thumbnail_jpeg
@@ -88,6 +89,7 @@ class JobSettings:
     short_classes: str = "drop"  # "drop" | "flag"
     rejected_thumbnails: bool = False
     overlap: bool = False  # generate batch k+1 while batch k is analysed (run.overlap)
+    yaw_target_std: float | None = None  # filter.yaw_target_std: which surplus images a class keeps
 
 
 def _f(value) -> float | None:
@@ -246,14 +248,15 @@ def run_shard_job(
             if (m := next_round_size(class_size, _accepted(decisions[i]), generated[i], cap, settings.oversample))
         }
 
-    # The class: its first class_size accepted images (by index); short classes as configured.
+    # The class: class_size of its accepted images (first by index, or balanced by yaw); short classes as configured.
     t = time.perf_counter()
     members: dict[int, set[int]] = {}
     class_reasons: dict[int, str | None] = {}
     class_flags: dict[int, list[str]] = {}  # kept, but marked (short_classes / filter.inter_action: flag)
     for i in ids:
         d = decisions[i]
-        members[i] = set([k for k, img in enumerate(d.images) if img.accepted][:class_size])
+        accepted = [(k, head_pose_fields(results[(i, k)])["yaw"]) for k, img in enumerate(d.images) if img.accepted]
+        members[i] = set(keep_for_class(accepted, class_size, settings.yaw_target_std))
         short = len(members[i]) < class_size
         if not d.kept:
             class_reasons[i] = d.reason

@@ -38,6 +38,7 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
         short_classes=cfg.run.short_classes,
         rejected_thumbnails=cfg.run.rejected_thumbnails,
         overlap=cfg.run.overlap,
+        yaw_target_std=cfg.filter.yaw_target_std,
     )
 
 

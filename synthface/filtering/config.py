@@ -59,6 +59,16 @@ class FilterConfig(StrictModel):
     inter_action: Literal["flag", "drop"] = Field(
         "drop", description="What to do with the later class of a too-similar pair: drop it, or keep it flagged."
     )
+    yaw_target_std: float | None = Field(
+        None,
+        ge=1.0,
+        le=90.0,
+        description=(
+            "Balance pose: a class with more accepted images than run.images_per_id keeps those whose head-yaw "
+            "spread (std, degrees) is closest to this; needs run.oversample > 1 to have a choice. "
+            "null: keep the first ones by index."
+        ),
+    )
     max_iterations: int = Field(
         5, ge=1, le=100, description="Rounds of re-estimating the class centre from the images it accepted."
     )
