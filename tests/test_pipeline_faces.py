@@ -39,7 +39,7 @@ def test_real_faces_are_accepted_and_impostors_rejected(ray_cluster, assets, tmp
 
     report = verify_dataset(str(out))
     assert report.ok, report.problems
-    rows = [r for p in sorted(out.glob("shard-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    rows = [r for p in sorted(out.glob("shard-??????.parquet")) for r in pq.read_table(p).to_pylist()]
     candidates = {i: sum(r["id"] == i for r in rows) for i in range(14)}
     assert all(per_id < n <= 2 * per_id for n in candidates.values()), candidates  # topped up, within the cap
     duplicate = [r for r in rows if r["id"] == 13]

@@ -42,7 +42,7 @@ def test_generate_in_reference_mode_records_the_reference(demo):
     assert verify_dataset(str(out)).ok
     cfg = load_factory_config(DEMO)
     rows = []
-    for shard in sorted(out.glob("shard-*.parquet")):
+    for shard in sorted(out.glob("shard-??????.parquet")):
         rows += pq.read_table(shard).to_pylist()
     assert len(rows) == 4 * cfg.run.images_per_id
     names = [f"p{i}" for i in range(4)]
