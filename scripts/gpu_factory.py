@@ -16,7 +16,7 @@ Steps (``--steps``, in this order; each rewrites ``factory-gpu.json`` under
    runs on the CUDA provider.
 2. ``models``: a random-weight model folder in the production layout:
    the full-size Arc2Face architecture (SD 1.5 UNet, CLIP ViT-L/14 text tower,
-   SD VAE: synthface/bench/random_models.py), the biased tiny SCRFD-signature
+   SD VAE: bench/random_models.py), the biased tiny SCRFD-signature
    detector (synthface/faces/tiny.py: it reports one centred face on ANY image)
    and a full-size random IResNet-100 recognizer exported to ONNX (about the
    compute of Arc2Face's arcface.onnx, 512-d). Random weights make no faces: a
@@ -249,7 +249,7 @@ def step_models(args, models: Path) -> dict:
     else:
         import torch
 
-        from synthface.bench.random_models import write_random_model_folder
+        from bench.random_models import write_random_model_folder
 
         write_random_model_folder(
             models, arch="full", device=args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
@@ -281,7 +281,7 @@ def python_env() -> dict:
 def step_generator(args, models: Path, out: Path, work: Path) -> dict:
     json_path = out / "generator-only.json"
     cmd = [
-        sys.executable, "-m", "synthface.bench", "generate", "--models", str(models), "--parts", "sweep",
+        sys.executable, "-m", "synthface", "bench", "generate", "--models", str(models), "--parts", "sweep",
         "--batch-sizes", str(args.batch_size), "--images", str(args.gen_images), "--steps", str(args.denoise_steps),
         "--guidance", str(args.guidance), "--size", str(args.size), "--device", args.device, "--json", str(json_path),
         "--set", f"generation.perf.compile_cache_dir={work / 'inductor'}",

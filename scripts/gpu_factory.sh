@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 17 part 2: run ON THE GPU MACHINE from the repo root, as one device call
 # with carry [".whl"] (the H200 image lacks diffusers and pydantic; fetch them
-# here first with `bash synthface/bench/gpu/fetch_wheels.sh`). Ray is not in the
+# here first with `bash scripts/gpu/fetch_wheels.sh`). Ray is not in the
 # image and its wheel (79 MB) is over the 64 MiB a call may carry, so there the
 # factory step runs the shard jobs through the worker's code in-process
 # (--runner auto says which in the JSON). See docs/throughput.md.

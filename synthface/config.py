@@ -120,3 +120,22 @@ def config_hash(model: BaseModel) -> str:
     """A stable hash of a validated config (sorted JSON), for run identity checks."""
     text = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def parse_list(text: str | None, option: str, kind: type = str, *, minimum: float | None = None) -> list[Any] | None:
+    """A comma-separated command-line list (``--sizes 1000,10000``) as values of ``kind``.
+
+    ``None`` or an empty string gives ``None`` (the caller's default). Blank items are
+    skipped; an item that does not convert, or is below ``minimum``, is one ConfigError
+    naming the option.
+    """
+    if text is None or not str(text).strip():
+        return None
+    items = [part.strip() for part in str(text).split(",") if part.strip()]
+    try:
+        values = [kind(item) for item in items]
+    except ValueError:
+        raise ConfigError(f"{option}: expected a comma-separated list of {kind.__name__} values, got {text!r}") from None
+    if minimum is not None and any(v < minimum for v in values):
+        raise ConfigError(f"{option}: every value must be >= {minimum}, got {text!r}")
+    return values

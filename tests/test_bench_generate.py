@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synthface.bench.generation import nominal_tflop, unet_passes
+from bench.generation import nominal_tflop, unet_passes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +39,8 @@ def test_full_architecture_is_sd15_sized_and_counts_the_issue_flops():
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from synthface.bench.generation import count_flops
-    from synthface.bench.random_models import CLIP_L14_TEXT, SD15_UNET, SD15_VAE
+    from bench.generation import count_flops
+    from bench.random_models import CLIP_L14_TEXT, SD15_UNET, SD15_VAE
 
     with torch.device("meta"):  # shapes only: no memory, no compute
         unet = UNet2DConditionModel(**SD15_UNET).eval()
@@ -133,7 +133,7 @@ def test_compiled_rows_and_the_warm_cache_row(tmp_path):
 
 
 def test_switch_rows_flip_after_the_users_overrides():
-    from synthface.bench.generation import BenchOptions, GenerationBenchmark, generation_config
+    from bench.generation import BenchOptions, GenerationBenchmark, generation_config
 
     bench = GenerationBenchmark(
         BenchOptions(arch="tiny", device="cpu", overrides=("generation.perf.channels_last=true",), switches=("channels_last", "attention"))
@@ -153,7 +153,7 @@ def test_controls_part_times_each_control_against_plain_in_the_same_run(tmp_path
     """`--parts controls`: plain, expression, pose and both, at one batch size, on a folder with the control weights."""
     import torch
 
-    from synthface.bench.generation import BenchOptions, GenerationBenchmark
+    from bench.generation import BenchOptions, GenerationBenchmark
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

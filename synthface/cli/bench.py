@@ -12,10 +12,3 @@ bench_app = typer.Typer(help="Benchmarks: timings with a same-run baseline, neve
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
 
-
-def load_average() -> float:
-    """The 1-minute load average (NaN where the OS has none): benchmarks print it,
-    since timings on a shared machine mean little without it."""
-    import os
-
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -64,8 +64,8 @@ def bench_generate(
     """
     from rich.console import Console
 
-    from synthface.bench.generation import BenchOptions, GenerationBenchmark
-    from synthface.bench.report import render
+    from bench.generation import BenchOptions, GenerationBenchmark
+    from bench.report import render
 
     arch = "tiny" if tiny else "full"
     if json_out is None:

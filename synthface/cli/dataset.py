@@ -129,7 +129,7 @@ def bench_orchestration(
 ) -> None:
     """Orchestration efficiency: a sleeping fake generator, images/s against ideal per worker count."""
     _setup_logging()
-    from pipelines.bench import orchestration_bench
+    from bench.orchestration import orchestration_bench
 
     orchestration_bench(
         [int(w) for w in workers.split(",")], shards_per_worker, ids_per_shard, images_per_id, sleep_ms / 1000.0
@@ -150,7 +150,7 @@ def bench_overlap(
     full_image: bool = typer.Option(False, help="Also encode the full image (run.write_full_image)."),
 ) -> None:
     """run.overlap off vs on in one worker loop: images/s of each and their ratio, with the load average."""
-    from pipelines.bench import overlap_bench
+    from bench.orchestration import overlap_bench
 
     overlap_bench(models, size, steps, batch_size, ids, images_per_id, jobs, repeats, sleep_ms, threads, full_image)
 
@@ -160,7 +160,7 @@ def bench_shard_writer(
     quality: int = typer.Option(95, help="JPEG quality."),
 ) -> None:
     """Shard writer throughput (images/s on one core), against raw JPEG encoding as the baseline."""
-    from pipelines.bench import shard_writer_bench
+    from bench.orchestration import shard_writer_bench
 
     shard_writer_bench(images, quality)
 
@@ -175,7 +175,7 @@ def bench_finalise(
 ) -> None:
     """Finalising at scale: time and peak memory of the dataset-wide duplicate decision, and its
     recall against brute force and against the planted duplicates."""
-    from pipelines.bench_finalise import finalise_bench
+    from bench.finalise import finalise_bench
 
     finalise_bench([int(s) for s in sizes.split(",")], dim, duplicates, tau, brute_force_max, threads)
 

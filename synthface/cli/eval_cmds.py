@@ -76,7 +76,7 @@ def bench_train(
     import torch
 
     from eval.backbones import BACKBONES
-    from eval.throughput import measure
+    from bench.train import measure
     from synthface.errors import ConfigError
 
     names = [b.strip() for b in backbones.split(",") if b.strip()]
@@ -111,8 +111,8 @@ def _bench_reader(data: str | None, workers: str, batch_size: int, batches: int,
 
     from eval.config import DataConfig
     from eval.data import resolve_dataset
-    from eval.throughput import measure_decode, measure_reader, read_jpegs
-    from synthface.cli.bench import load_average
+    from bench.train import measure_decode, measure_reader, read_jpegs
+    from bench.runner import load_average
     from synthface.errors import ConfigError
 
     try:

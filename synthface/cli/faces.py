@@ -16,7 +16,8 @@ from pathlib import Path
 
 import typer
 
-from synthface.cli.bench import bench_app, load_average
+from bench.runner import load_average
+from synthface.cli.bench import bench_app
 
 PHOTO_DET_SIZE = 640  # ordinary photos: faces can be small, so detect at the usual insightface size
 
@@ -195,7 +196,7 @@ def face_pairs(
     from synthface.faces.images import read_rgb
     from synthface.filtering.evaluate import candidate_set_stats, centre_stats, pair_stats
 
-    from synthface.faces.bench import generated_like
+    from bench.faces import generated_like
 
     cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, det_size)
     if det_size is None:
@@ -283,7 +284,7 @@ def bench_faces(
 
     from synthface.errors import InputDataError
     from synthface.faces.analyzer import FaceAnalyzer
-    from synthface.faces.bench import generated_like, time_analyzer
+    from bench.faces import generated_like, time_analyzer
     from synthface.faces.images import list_images, read_rgb
 
     console = Console(width=max(120, Console().width))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from synthface.cli.bench import bench_app, load_average
+from bench.runner import load_average
+from synthface.cli.bench import bench_app
 
 models_app = typer.Typer(help="The local model folder: download, check, tiny test folder.", no_args_is_help=True)
 

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from synthface.cli.bench import bench_app, load_average
+from bench.runner import load_average
+from synthface.cli.bench import bench_app
 
 ids_app = typer.Typer(
     help="Identity bank: novel identity vectors on the ArcFace hypersphere.", no_args_is_help=True
@@ -212,7 +213,7 @@ def bench_ids(
     """
     import os
 
-    from synthface.bench.ids import SAMPLERS, Job, run_in_child
+    from bench.ids import SAMPLERS, Job, run_in_child
     from synthface.errors import ConfigError
     from synthface.factory_config import load_factory_config
 

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synthface.bench.random_models import default_size, write_random_model_folder
+from bench.random_models import default_size, write_random_model_folder
 from synthface.errors import ConfigError
 
 # The FLOP budget for one 512x512 image with SD 1.5 (per UNet pass, per VAE decode).

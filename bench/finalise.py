@@ -106,7 +106,7 @@ def finalise_bench(
     from rich.console import Console
     from rich.table import Table
 
-    from synthface.cli.bench import load_average
+    from bench.runner import load_average
 
     rows = []
     for n in sizes:

@@ -242,7 +242,7 @@ def overlap_bench(
     from pipelines.planning import ShardJob
     from pipelines.stages import build_stages
     from pipelines.worker import job_settings
-    from synthface.cli.bench import load_average
+    from bench.runner import load_average
     from synthface.factory_config import FactoryConfig
 
     torch.set_num_threads(torch_threads)

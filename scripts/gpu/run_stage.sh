@@ -3,10 +3,10 @@
 # 10 minutes; every stage is self-contained, so a machine that went cold between
 # calls only costs the ~1 min of writing the random-weight folder again):
 #
-#   bash synthface/bench/gpu/run_stage.sh 1          # eager: A, batch sweep, dtype, eager switch rows
-#   BATCH=16 bash synthface/bench/gpu/run_stage.sh 2 # compiled default: A, B at BATCH, compile time cold/warm
-#   BATCH=16 bash synthface/bench/gpu/run_stage.sh 3 # output-changing rows (+ A, + B default)
-#   BATCH=16 bash synthface/bench/gpu/run_stage.sh 4 # compile variants: modes, VAE compile, inductor flags
+#   bash scripts/gpu/run_stage.sh 1          # eager: A, batch sweep, dtype, eager switch rows
+#   BATCH=16 bash scripts/gpu/run_stage.sh 2 # compiled default: A, B at BATCH, compile time cold/warm
+#   BATCH=16 bash scripts/gpu/run_stage.sh 3 # output-changing rows (+ A, + B default)
+#   BATCH=16 bash scripts/gpu/run_stage.sh 4 # compile variants: modes, VAE compile, inductor flags
 #
 # BATCH: B's best batch size from stage 1 (default 16). Results: $OUT/stageN.json
 # and $OUT/stageN.log ($OUT is the device tool's return folder; runs/bench here).
@@ -27,7 +27,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZER
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/gpu.csv" 2>&1 || true
 
 bench() {  # shared settings: full-size architecture, fp16, 512px, DPM-Solver++ 25 steps, guidance 3
-  timeout "$LIMIT" python3 -m synthface.bench generate --device cuda --images 32 --work-dir "$WORK" \
+  timeout "$LIMIT" python3 -m synthface bench generate --device cuda --images 32 --work-dir "$WORK" \
     --set "generation.perf.compile_cache_dir=$WORK/inductor" --json "$OUT/stage$STAGE.json" "$@" 2>&1 | tee "$OUT/stage$STAGE.log"
 }
 

@@ -1,0 +1,1 @@
+"""Benchmarks: throughput and scaling figures of every stage, with one shared runner."""

@@ -1,1 +1,0 @@
-"""Benchmarks (not tests): timings against a baseline measured in the same run."""

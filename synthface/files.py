@@ -1,0 +1,53 @@
+"""Atomic local file writes: the one place that writes a temp file beside the target and renames it.
+
+A reader (or a resumed run) sees either the old file or the whole new one, never a
+half-written file, even when the process is killed mid-write. S3 writes are atomic
+per object and go through ``synthface.shards.storage.Output``, which uses this for
+its local side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | Path, *, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temp path in ``path``'s folder; on success it replaces ``path``, on error it is removed.
+
+    The caller writes the temp path with any library (``pq.write_table``, ``PIL.save``, ``open``).
+    ``fsync=True`` flushes the file to disk before the rename (committed shard files).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, *, fsync: bool = False) -> Path:
+    with atomic_path(path, fsync=fsync) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str, *, fsync: bool = False) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), fsync=fsync)
+
+
+def write_json_atomic(path: str | Path, data: Any, *, indent: int = 2, sort_keys: bool = False) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
