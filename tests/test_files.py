@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -33,6 +35,18 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temp(tmp_path):
             raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
+    """Not mkstemp's 0600: a dataset or bank written atomically stays readable to the users a plain write allows."""
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "plain.bin").write_bytes(b"x")
+        write_bytes_atomic(tmp_path / "atomic.bin", b"x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "atomic.bin").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.bin").stat().st_mode) == 0o644
 
 
 def test_parse_list():
