@@ -125,5 +125,5 @@ def write_random_model_folder(
         ("controlnet", "exp_adapter") if with_controls else ()
     )
     parts = {name: {"repo": "bench-random (full-size architecture)", "revision": None} for name in names}
-    tiny_models.write_manifest(root, "bench-random", parts, {"seed": seed, "arch": arch})
+    tiny_models.write_models_manifest(root, "bench-random", parts, {"seed": seed, "arch": arch})
     return root

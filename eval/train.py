@@ -35,6 +35,7 @@ from eval.embedders import CHECKPOINT, FINAL_WEIGHTS
 from eval.losses import build_head
 from synthface.config import config_hash
 from synthface.errors import RunStateError
+from synthface.files import atomic_path, write_json_atomic
 
 CHECKPOINT_FORMAT = "synthface-fr/1"
 # Config keys that may change between a run and its resume: execution settings,
@@ -86,15 +87,8 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class _Logger:
@@ -293,7 +287,7 @@ def _train(cfg, data, out, rank, world, device, is_main, echo) -> dict:
         log.close()
         return json.loads(run_json.read_text()) if run_json.exists() else run_info
     if is_main:
-        _write_json(run_json, run_info)
+        write_json_atomic(run_json, run_info)
     log.info(
         f"training {cfg.model.backbone} + {cfg.loss.type} on {spec.num_images} images / {spec.num_classes} classes "
         f"({len(spec.urls)} shards), {world} process(es) on {device.type}, global batch {global_batch}, "
@@ -382,7 +376,7 @@ def _train(cfg, data, out, rank, world, device, is_main, echo) -> dict:
             },
             final_path,
         )
-        _write_json(run_json, summary)
+        write_json_atomic(run_json, summary)
         shown = "n/a" if last_loss is None else f"{last_loss:.4f}"
         log.info(f"done: {step} steps, last loss {shown}; weights in {final_path}")
     log.close()

@@ -27,7 +27,7 @@ from sklearn.model_selection import KFold
 
 from eval.backbones import INPUT_SIZE
 from eval.data import decode_image
-from synthface.errors import InputDataError
+from synthface.errors import InputDataError, UnsafePickleError
 
 
 def _numpy_reconstruct():
@@ -63,10 +63,6 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "scalar"): _SCALAR,
     ("_codecs", "encode"): _latin1_bytes,
 }
-
-
-class UnsafePickleError(InputDataError):
-    """The file references a global that a verification .bin never needs."""
 
 
 class _BinUnpickler(pickle.Unpickler):

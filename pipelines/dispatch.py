@@ -25,7 +25,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from pipelines.planning import ShardJob
-from synthface.errors import SynthfaceError
+from synthface.errors import WorkerStartError
 
 log = logging.getLogger("synthface.generate")
 
@@ -34,10 +34,6 @@ log = logging.getLogger("synthface.generate")
 # there is nothing to measure, so no limit applies.
 TIMEOUT_FACTOR = 5.0
 MIN_DERIVED_TIMEOUT_S = 300.0
-
-
-class WorkerStartError(SynthfaceError):
-    """A worker process died while loading its stages (before any job ran)."""
 
 
 def job_timeout_s(configured: float | None, finished_job_s: list[float]) -> float | None:

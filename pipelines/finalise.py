@@ -31,7 +31,7 @@ from typing import Any
 
 from synthface.errors import RunStateError
 from synthface.filtering.duplicates import DUPLICATE_REASON, find_duplicates
-from synthface.shards.manifest import DATASET_FILE, FINALISE_FILE, RUN_FILE, write_manifest
+from synthface.shards.manifest import DATASET_FILE, FINALISE_FILE, RUN_FILE, write_dataset_manifest
 from synthface.shards.rewrite import classes_fingerprint, drop_classes
 from synthface.shards.storage import Output
 from synthface.shards.writer import SHARD_PATTERN, file_record, load_centres
@@ -154,7 +154,7 @@ def finalise(out: str | Output, extra_drops: dict[int, dict[str, Any]] | None = 
     plan["flagged"] = {str(i): flagged[i] for i in sorted(flagged)}  # kept in the data, listed
     plan["checked"] = classes_fingerprint(committed, cfg)
     output.write_json(FINALISE_FILE, plan)
-    write_manifest(
+    write_dataset_manifest(
         output, record, committed, len(dataset["shards"]) + len(dataset.get("missing_shards", [])), {},
         dataset["models"],
     )

@@ -22,13 +22,13 @@ from pipelines.planning import plan_jobs, run_groups
 from pipelines.progress import RunProgress
 from pipelines.shard_job import Stages
 from pipelines.stages import build_stages, load_bank_embeddings
-from synthface.errors import ConfigError, RunStateError
+from synthface.errors import ConfigError, OutputError, RunStateError
 from synthface.factory_config import FactoryConfig
 from synthface.generation.controls import control_sampler
 from synthface.models.integrity import verify_model_folder
 from synthface.shards.lock import OutputLock
-from synthface.shards.manifest import DATASET_FILE, check_or_start_run, describe_models, run_record, write_manifest
-from synthface.shards.storage import Output, OutputError, fsspec_env
+from synthface.shards.manifest import DATASET_FILE, check_or_start_run, describe_models, run_record, write_dataset_manifest
+from synthface.shards.storage import Output, fsspec_env
 from synthface.shards.writer import committed_shards, remove_interrupted_writes, shard_name
 
 log = logging.getLogger("synthface.generate")
@@ -293,7 +293,7 @@ def _generate_locked(
     # the shards were checked on the way in and written by this run: sizes suffice here
     committed = committed_shards(output, record["config_hash"], checksums=False)
     try:
-        result.dataset = write_manifest(output, record, committed, len(jobs), result.failed, models_info)
+        result.dataset = write_dataset_manifest(output, record, committed, len(jobs), result.failed, models_info)
         if cfg.run.inter_class == "dataset" and not result.failed:
             from pipelines.finalise import finalise
 

@@ -4,7 +4,7 @@ Every shard job runs through the real ``run_shard_job`` (real filter and shard
 writer) with a stand-in generator and analyzer: identity ``i``'s images embed
 near ``centres[i]`` (a row per identity, any dimension), so a test can plant
 duplicate identities in different shards. The manifest is written by the real
-``write_manifest``, as ``generate`` does.
+``write_dataset_manifest``, as ``generate`` does.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pipelines.shard_job import JobSettings, Stages, run_shard_job
 from synthface.factory_config import FactoryConfig
 from synthface.faces.analyzer import FaceResult
 from synthface.filtering import IdentityFilter
-from synthface.shards.manifest import RUN_FILE, hash_json, output_config, write_manifest
+from synthface.shards.manifest import RUN_FILE, hash_json, output_config, write_dataset_manifest
 from synthface.shards.storage import Output
 from synthface.shards.writer import committed_shards
 
@@ -99,5 +99,5 @@ def build_dataset(out: Path, centres: np.ndarray, *, ids_per_shard: int = 3, ima
         for key in ("host", "pid", "started_at", "finished_at", "timings_s"):
             stats.pop(key, None)
         output.write_json(f"{stats['shard']}.json", stats)  # machine-independent stats: byte comparisons
-    write_manifest(output, record, committed_shards(output), len(jobs), {}, {"origin": "stand-in", "files": {}})
+    write_dataset_manifest(output, record, committed_shards(output), len(jobs), {}, {"origin": "stand-in", "files": {}})
     return cfg

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from eval.verification import UnsafePickleError, evaluate_embeddings, load_bin, pair_embeddings
-from synthface.errors import InputDataError
+from eval.verification import evaluate_embeddings, load_bin, pair_embeddings
+from synthface.errors import InputDataError, UnsafePickleError
 
 
 def _unit_pairs(distances):

@@ -10,7 +10,8 @@ import pytest
 from pipelines.dispatch import MIN_DERIVED_TIMEOUT_S, TIMEOUT_FACTOR, _fatal_reason, job_timeout_s
 from pipelines.generate import GenerateResult, ensure_complete
 from synthface.errors import RunStateError
-from synthface.shards.storage import OutputError, write_error
+from synthface.errors import OutputError
+from synthface.shards.storage import write_error
 
 
 def test_job_timeout_is_configured_or_derived_from_measured_jobs():

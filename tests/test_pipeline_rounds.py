@@ -258,7 +258,7 @@ def test_a_job_of_a_group_uses_its_class_size(tmp_path):
 
 def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
     from synthface.shards.card import WEAKEST_PNG, class_stats, read_candidates, weakest_ids, write_card
-    from synthface.shards.manifest import check_or_start_run, write_manifest
+    from synthface.shards.manifest import check_or_start_run, write_dataset_manifest
     from synthface.shards.verify import verify_dataset
     from synthface.shards.writer import committed_shards
 
@@ -271,7 +271,7 @@ def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
     check_or_start_run(out, record, restart=False)
     for k in range(2):
         run(tmp_path, job=ShardJob(index=k, id_start=2 * k, id_stop=2 * k + 2))
-    dataset = write_manifest(out, record, committed_shards(out), 2, {}, {"origin": "test"})
+    dataset = write_dataset_manifest(out, record, committed_shards(out), 2, {}, {"origin": "test"})
     assert verify_dataset(str(tmp_path)).ok
     assert dataset["candidates_per_image"] == pytest.approx(dataset["num_candidates"] / 18)
     assert dataset["topup_candidates"] == dataset["num_candidates"] - 4 * 6
@@ -308,7 +308,7 @@ def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
 
 
 def test_verify_checks_class_sizes(tmp_path):
-    from synthface.shards.manifest import check_or_start_run, write_manifest
+    from synthface.shards.manifest import check_or_start_run, write_dataset_manifest
     from synthface.shards.verify import verify_dataset
     from synthface.shards.writer import committed_shards
 
@@ -316,7 +316,7 @@ def test_verify_checks_class_sizes(tmp_path):
     record = {"config": {"seed": 1, "run": {}}, "config_hash": "abc", "bank": {"path": "b", "sha256": "x", "num_ids": 2}}
     check_or_start_run(out, record, restart=False)
     run(tmp_path, job=ShardJob(index=0, id_start=0, id_stop=2), max_candidates_per_id=8, short_classes="flag")
-    write_manifest(out, record, committed_shards(out), 1, {}, {"origin": "test"})
+    write_dataset_manifest(out, record, committed_shards(out), 1, {}, {"origin": "test"})
     assert verify_dataset(str(tmp_path)).ok  # identity 1 has 4 of 6, flagged short_class
     stats = json.loads((tmp_path / "shard-000000.json").read_text())
     (tmp_path / "shard-000000.json").write_text(json.dumps({**stats, "images_per_id": 5}))

@@ -126,7 +126,7 @@ def test_asking_for_gpus_the_cluster_lacks_is_a_config_error(ray_cluster, tiny_m
 
 
 def test_worker_dying_while_loading_is_one_clear_error(ray_cluster, tiny_models, bank, tmp_path):
-    from pipelines.dispatch import WorkerStartError
+    from synthface.errors import WorkerStartError
 
     support.ship_by_value()
     with pytest.raises(WorkerStartError, match="worker process died while loading the models"):

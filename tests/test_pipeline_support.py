@@ -104,7 +104,7 @@ class _DyingGenerator:
         except FileNotFoundError:
             return images
         if self.out:  # as if it died half-way through writing a shard file
-            Path(self.out, "shard-000000.tar.tmp-0badf00d").write_bytes(b"half a tar")
+            Path(self.out, ".shard-000000.tar.0badf00d.tmp").write_bytes(b"half a tar")
         os._exit(1)  # the worker process dies mid-job, as if killed
 
     def describe(self):

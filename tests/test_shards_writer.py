@@ -13,10 +13,11 @@ from PIL import Image
 
 from synthface.errors import RunStateError
 from synthface.shards.card import write_card
-from synthface.shards.manifest import check_or_start_run, write_manifest
+from synthface.shards.manifest import check_or_start_run, write_dataset_manifest
 from synthface.shards.storage import Output
 from synthface.shards.verify import verify_dataset
-from synthface.shards.writer import ShardWriter, committed_shards, sample_key
+from synthface.files import atomic_path
+from synthface.shards.writer import ShardWriter, committed_shards, remove_interrupted_writes, sample_key, tar_bytes
 
 
 def crop(seed: int) -> np.ndarray:
@@ -46,7 +47,7 @@ def make_dataset(root, shards: int = 3, ids_per_shard: int = 2, per_id: int = 3)
     check_or_start_run(out, record, restart=False)
     for k in range(shards):
         write_shard(out, k, range(k * ids_per_shard, (k + 1) * ids_per_shard), per_id)
-    write_manifest(out, record, committed_shards(out), shards, {}, {"origin": "test"})
+    write_dataset_manifest(out, record, committed_shards(out), shards, {}, {"origin": "test"})
     return out
 
 
@@ -230,7 +231,7 @@ def test_full_image_is_stored_under_a_second_extension(tmp_path):
 
 
 def test_an_output_that_cannot_be_written_is_one_clear_error(tmp_path, cli):
-    from synthface.shards.storage import OutputError
+    from synthface.errors import OutputError
 
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
@@ -274,3 +275,47 @@ def test_contact_sheet_reads_only_the_shards_it_shows(tmp_path, monkeypatch, cli
     tar.write_bytes(tar.read_bytes()[:3000])
     card = cli("card", tmp_path)
     assert card.returncode == 2 and "shard-000000.tar: unreadable" in card.stderr and "Traceback" not in card.stderr
+
+
+def _ustar_tar(samples: dict[str, dict[str, bytes]]) -> bytes:
+    """The hand-written writer tar_bytes replaced: tarfile in USTAR format, fixed header fields."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key in sorted(samples):
+            for ext in sorted(samples[key]):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode = len(samples[key][ext]), 0, 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(samples[key][ext]))
+    return buf.getvalue()
+
+
+def test_tar_bytes_via_webdataset_are_byte_identical_to_a_fixed_ustar_tar():
+    rng = np.random.default_rng(0)
+    samples = {}
+    for i in (9_999_999, 0, 42, 7):  # unsorted on purpose; sizes hit and miss the 512-byte blocks
+        members = {"json": b'{"id":1}', "cls": str(i).encode(), "jpg": rng.bytes(int(rng.integers(1, 3000)))}
+        if i % 2:
+            members["full.jpg"] = rng.bytes(512 * (i % 5))
+        samples[sample_key(i, i % 1000)] = members
+    data = tar_bytes(samples)
+    assert data == _ustar_tar(samples)
+    assert tar_bytes({}) == _ustar_tar({})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        first = tar.getmembers()[0]
+    assert (first.name, first.mtime, first.mode, first.uid, first.uname) == ("0000000_000.cls", 0, 0o644, 0, "")
+
+
+def test_interrupted_writes_of_both_temp_name_styles_are_flagged_and_removed(tmp_path):
+    out = make_dataset(tmp_path, shards=1)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    killed = atomic_path(tmp_path / "shard-000001.tar")  # a writer killed mid-write leaves its temp file
+    leftover = killed.__enter__().name
+    (tmp_path / "shard-000002.parquet.tmp-0badf00d").write_bytes(b"from an older version")
+    (tmp_path / ".notes.tmp").write_bytes(b"not ours")
+    problems = "\n".join(verify_dataset(str(tmp_path)).problems)
+    assert f"{leftover}: stray file" in problems and "shard-000002.parquet.tmp-0badf00d: stray file" in problems
+    assert sorted(remove_interrupted_writes(out)) == sorted([leftover, "shard-000002.parquet.tmp-0badf00d"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + [".notes.tmp"])
+    assert verify_dataset(str(tmp_path)).ok

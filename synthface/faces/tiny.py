@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from synthface.faces.align import ARCFACE_TEMPLATE
+from synthface.files import atomic_path
 
 DETECTOR_FILE = "scrfd_10g_bnkps.onnx"
 RECOGNIZER_FILE = "arcface.onnx"
@@ -180,7 +181,6 @@ def write_tiny_face_models(directory: str | Path, seed: int = 0) -> dict[str, Pa
     paths = {"detector": directory / DETECTOR_FILE, "recognizer": directory / RECOGNIZER_FILE}
     for key, model in (("detector", build_tiny_detector(seed)), ("recognizer", build_tiny_recognizer(seed + 1))):
         onnx.checker.check_model(model, full_check=True)
-        tmp = paths[key].with_suffix(".onnx.tmp")
-        onnx.save(model, str(tmp))
-        tmp.replace(paths[key])
+        with atomic_path(paths[key]) as tmp:
+            onnx.save(model, str(tmp))
     return paths

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from synthface.errors import ConfigError, InputDataError
+from synthface.files import atomic_path
 from synthface.identity.config import EMBEDDING_DIM, IdentityConfig
+from synthface.version import synthface_version
 
 BANK_FORMAT = "synthface.identity_bank/1"
 METADATA_KEY = b"synthface.identity_bank"
@@ -188,7 +190,7 @@ def sample_bank(cfg: IdentityConfig, seed: int, progress: Progress | None = None
         "band_redraws": int(band_redraws),
         "gallery_for_similarity": gallery_source,
         "device": device.type,
-        "synthface_version": _version(),
+        "synthface_version": synthface_version(),
     }
     if use_code:
         metadata["code"] = {"family": code.family.name, "max_cosine": code.family.max_cosine, "messages_used": next_message}
@@ -223,15 +225,6 @@ def _code_neighbours(x: np.ndarray, code, messages: np.ndarray, device) -> tuple
             rows = slice(s, s + 65_536)
             nn_cos[rows] = np.einsum("ij,ij->i", x[rows], x[nn_id[rows]])
     return nn_cos, nn_id
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("synthface")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _make_table(
@@ -282,12 +275,10 @@ def write_bank(bank: IdentityBank, path: str | Path) -> Path:
 
     path = Path(path)
     ensure_dir(path.parent, f"identity bank {path}")
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        pq.write_table(bank.table, tmp, compression="zstd", row_group_size=65_536)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            pq.write_table(bank.table, tmp, compression="zstd", row_group_size=65_536)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputDataError(f"cannot write identity bank {path}: {exc}") from None
     return path
 

@@ -27,8 +27,9 @@ import numpy as np
 
 from synthface.errors import InputDataError
 from synthface.faces.images import IMAGE_SUFFIXES
-from synthface.identity.bank import BANK_FORMAT, METADATA_KEY, IdentityBank, _make_table, _version
+from synthface.identity.bank import BANK_FORMAT, METADATA_KEY, IdentityBank, _make_table
 from synthface.identity.config import IdentityConfig, ScreenConfig
+from synthface.version import synthface_version
 
 SAMPLER = "images"
 Progress = Callable[[int, int], None]
@@ -207,7 +208,7 @@ def bank_from_images(
         "embedding_dim": dim,
         "skipped": [s.as_dict() for s in skipped],
         "dropped": [s.as_dict() for s in dropped],
-        "synthface_version": _version(),
+        "synthface_version": synthface_version(),
     }
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode("utf-8")})
     bank = IdentityBank(np.arange(len(names), dtype=np.int64), vectors, table, metadata)

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from synthface.errors import MissingModelError, ModelIntegrityError
 from synthface.models.integrity import file_record, known_mismatch, present_layout_files
 from synthface.models.layout import MODEL_FILES, ModelFile
-from synthface.models.tiny import write_manifest
+from synthface.models.tiny import write_models_manifest
 
 CONNECT_TIMEOUT_S = 5.0
 # With one of these set the hub is reached through a proxy, and a direct TCP
@@ -145,7 +145,7 @@ def download(
         if rel not in records:
             records[rel] = earlier.get(rel) or file_record(root, rel, "already in the folder (not fetched by this download)")
     parts = {repo: {"repo": repo, "revision": sha} for repo, sha in revisions.items()}
-    write_manifest(root, "download", parts, {"files": dict(sorted(records.items()))})
+    write_models_manifest(root, "download", parts, {"files": dict(sorted(records.items()))})
     return root
 
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from synthface.errors import MissingModelError, ModelIntegrityError
+from synthface.files import write_text_atomic
 from synthface.models.layout import DETECTOR_ONNX, MANIFEST, MODEL_FILES
 
 # Hashes of files whose mtime no longer matches the manifest (e.g. after a
@@ -111,7 +110,7 @@ def write_manifest_files(root: Path, files: dict[str, dict[str, Any]]) -> None:
     path = root / MANIFEST
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"origin": "recorded", "parts": {}}
     data["files"] = dict(sorted(files.items()))
-    _atomic_write_json(path, data)
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def record_folder(root: str | Path, source: str = "recorded from the folder") -> dict[str, dict[str, Any]]:
@@ -147,17 +146,6 @@ def _load_cache(root: Path) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_files(root: str | Path, full: bool = False) -> dict[str, dict[str, Any]]:
@@ -223,7 +211,7 @@ def check_files(root: str | Path, full: bool = False) -> dict[str, dict[str, Any
         checked[rel] = {"sha256": digest, "size": st.st_size, "pinned": bool(entry.get("pinned"))}
     if cache_changed:
         try:
-            _atomic_write_json(root / HASH_CACHE, cache)
+            write_text_atomic(root / HASH_CACHE, json.dumps(cache, indent=2))
         except OSError:
             pass  # a read-only folder: hash again next time
     return checked

@@ -25,6 +25,7 @@ import json
 import time
 from pathlib import Path
 
+from synthface.files import write_text_atomic
 from synthface.models.layout import (
     ARC2FACE_PROMPT,
     CONTROLNET_DIR,
@@ -39,6 +40,7 @@ from synthface.models.layout import (
     UNET_DIR,
     VAE_DIR,
 )
+from synthface.version import synthface_version
 
 # Wide enough to hold a 512-d ID vector plus zero padding, like the real 768.
 TINY_TEXT_WIDTH = 576
@@ -282,21 +284,16 @@ def write_tiny_exp_adapter(unet, folder: Path, flame_dim: int = 55, num_tokens: 
     return folder / EXP_ADAPTER_WEIGHTS
 
 
-def write_manifest(root: Path, origin: str, parts: dict, extra: dict | None = None) -> None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        sf_version = version("synthface")
-    except PackageNotFoundError:  # running from a source tree
-        sf_version = "unknown"
+def write_models_manifest(root: Path, origin: str, parts: dict, extra: dict | None = None) -> None:
+    """Write the model folder's synthface-models.json: where its parts came from (``origin``) and who wrote it."""
     data = {
         "origin": origin,
-        "written_by": f"synthface {sf_version}",
+        "written_by": f"synthface {synthface_version()}",
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parts": parts,
         **(extra or {}),
     }
-    (root / MANIFEST).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    write_text_atomic(root / MANIFEST, json.dumps(data, indent=2))
 
 
 def init_tiny(
@@ -359,7 +356,7 @@ def init_tiny(
         write_tiny_face_models(root)
         parts["faces"] = {"repo": "tiny-random", "revision": None}
 
-    write_manifest(root, "tiny-random", parts, {"seed": TINY_SEED})
+    write_models_manifest(root, "tiny-random", parts, {"seed": TINY_SEED})
     # the same sha256/size records as a download, so tests run the checks real folders get
     from synthface.models.integrity import record_folder
 

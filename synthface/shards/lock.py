@@ -26,8 +26,8 @@ import time
 import uuid
 from typing import Any
 
-from synthface.errors import RunStateError
-from synthface.shards.storage import Output, OutputError
+from synthface.errors import OutputError, RunStateError
+from synthface.shards.storage import Output
 
 log = logging.getLogger("synthface.generate")
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from synthface.errors import InputDataError, RunStateError
 from synthface.shards.config import EXECUTION_ONLY_KEYS
 from synthface.shards.storage import Output
 from synthface.shards.writer import shard_name
+from synthface.version import synthface_version
 
 log = logging.getLogger("synthface.generate")
 
@@ -38,13 +38,6 @@ CARD_FILE = "README.md"
 MODELS_INFO_FILE = "synthface-models.json"
 FINALISE_FILE = "finalise.json"  # the dataset-wide drops (pipelines/finalise.py)
 AUDIT_FILE = "audit.json"  # the last leakage audit (pipelines/audit.py)
-
-
-def synthface_version() -> str:
-    try:
-        return version("synthface")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 # Where the inputs live, not what they are: the bank is checked by its sha256 and the
@@ -252,7 +245,7 @@ def read_dataset_manifest(output: Output) -> dict[str, Any]:
     return {**data, **checked.model_dump(include=set(_DatasetManifest.model_fields))}
 
 
-def write_manifest(
+def write_dataset_manifest(
     output: Output,
     record: dict[str, Any],
     committed: dict[int, dict[str, Any]],

@@ -12,26 +12,13 @@ import errno
 import json
 import os
 import posixpath
-import uuid
 from typing import Any
 
 import fsspec
 import fsspec.config
 
-from synthface.errors import InputDataError, SynthfaceError
-
-
-class OutputError(SynthfaceError):
-    """The output location cannot be opened or written (bad URL, not a folder, no permission,
-    missing fsspec backend). Raised in the driver, it ends the run with one message.
-
-    ``fatal_reason`` is set when no retry can fix it (the disk is full, the output is
-    read-only or refuses our credentials): the run then fails its remaining jobs at once.
-    """
-
-    def __init__(self, message: str, fatal_reason: str | None = None):
-        super().__init__(message)
-        self.fatal_reason = fatal_reason
+from synthface.errors import InputDataError, OutputError
+from synthface.files import atomic_path
 
 
 # errors of writing that a retry on another worker cannot fix
@@ -175,17 +162,8 @@ class Output:
         if not self.is_local:
             self.fs.pipe_file(target, data)
             return
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_path(target, fsync=True) as tmp:
+            tmp.write_bytes(data)
 
     def write_json(self, name: str, obj: Any) -> None:
         self.write_bytes(name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))

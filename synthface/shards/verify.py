@@ -30,7 +30,8 @@ from synthface.shards.config import SHORT_CLASS_REASON
 from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
 from synthface.shards.writer import (
-    ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, committed_shards, load_centres, read_tar, shard_problem,
+    ALIGNED_SIZE, KEY_PATTERN, SHARD_PATTERN, committed_shards, interrupted_writes, load_centres, read_tar,
+    shard_problem,
 )
 
 REQUIRED = ("cls", "jpg", "json")
@@ -101,9 +102,10 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
 
     listed = {s["name"]: s for s in dataset.get("shards", [])}
     file_sizes = output.list_sizes("shard-")
-    present = output.list_names("shard-")
+    names = output.list_names()
+    present = [n for n in names if n.startswith("shard-")]
     tars = [n for n in present if n.endswith(".tar")]
-    for name in present:
+    for name in present + [n for n in interrupted_writes(names) if n.startswith(".")]:
         if not SHARD_PATTERN.match(name):
             problem(f"{name}: stray file (an interrupted write?)")
     for name in sorted(set(tars) | set(listed)):

@@ -36,7 +36,12 @@ ALIGNED_SIZE = 112
 TAR_MTIME = 0  # fixed member timestamps: byte-identical tars across reruns
 KEY_PATTERN = re.compile(r"^(\d{7})_(\d{3})$")
 SHARD_PATTERN = re.compile(r"^shard-(\d{6})\.(tar|parquet|json|centres\.parquet)$")
-TMP_PATTERN = re.compile(r"^shard-\d{6}\.(tar|parquet|json|centres\.parquet)\.tmp-[0-9a-f]+$")
+# A local writer's temp files (synthface.files: ``.{name}.{random}.tmp``; before it,
+# ``{name}.tmp-{hex}``): what a writer killed mid-write leaves behind.
+TMP_PATTERN = re.compile(
+    r"^(\.shard-\d{6}\.(tar|parquet|json|centres\.parquet)\.\w+\.tmp"
+    r"|shard-\d{6}\.(tar|parquet|json|centres\.parquet)\.tmp-[0-9a-f]+)$"
+)
 CENTRES_SUFFIX = ".centres.parquet"  # per shard: each class's centre, for the dataset-wide checks
 
 # Columns of the per-shard candidate table (one row per generated image).
@@ -210,20 +215,20 @@ class ShardWriter:
 
 
 def tar_bytes(samples: dict[str, dict[str, bytes]]) -> bytes:
-    """A WebDataset tar of ``{key: {ext: bytes}}``: members sorted, fixed mtime/uid/gid/mode."""
+    """A WebDataset tar of ``{key: {ext: bytes}}``: members sorted, fixed mtime/uid/gid/mode.
+
+    webdataset's ``TarWriter`` writes each sample's members sorted by extension, with the
+    mtime, mode and user/group names given here (uid/gid stay tarfile's 0). It ignores its
+    ``format`` argument (webdataset 1.0: tarfile's default, PAX), but a PAX tar of short ASCII
+    names like our keys has no extended headers: its members are plain ustar headers, the
+    same bytes as ``tarfile.USTAR_FORMAT`` (tests/test_shards_writer.py checks this).
+    """
+    from webdataset import TarWriter  # its package import pulls in torch: only where shards are written
+
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with TarWriter(buf, user="", group="", mode=0o644, mtime=TAR_MTIME, encoder=False, format="USTAR_FORMAT") as tar:
         for key in sorted(samples):
-            members = samples[key]
-            for ext in sorted(members):
-                data = members[ext]
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                info.mtime = TAR_MTIME
-                info.mode = 0o644
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(data))
+            tar.write({"__key__": key, **samples[key]})
     return buf.getvalue()
 
 
@@ -371,9 +376,14 @@ def committed_shards(
     return done
 
 
+def interrupted_writes(names: list[str]) -> list[str]:
+    """The temp files of interrupted shard writes among the file names of an output root."""
+    return [n for n in names if TMP_PATTERN.match(n)]
+
+
 def remove_interrupted_writes(output: Output) -> list[str]:
     """Delete temp files left by a writer killed mid-write (they never became shard files)."""
-    stale = [n for n in output.list_names("shard-") if TMP_PATTERN.match(n)]
+    stale = interrupted_writes(output.list_names())
     for name in stale:
         output.remove(name)
     return stale
@@ -383,3 +393,4 @@ def warm_up() -> None:
     """Pay the writer's one-time costs (pyarrow's first Parquet write imports pandas)
     when a worker starts rather than inside its first shard job."""
     ShardWriter(None, 0).parquet_bytes()  # type: ignore[arg-type]
+    tar_bytes({})  # imports webdataset
