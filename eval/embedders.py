@@ -5,9 +5,8 @@ Two kinds of model are scored: our training runs (a run folder, or a
 recognizers run with onnxruntime. ONNX recognizers differ in where the input
 normalisation lives: some expect ``(x - 127.5) / 127.5``, others (like the
 MobileFaceNet in the shared assets) take 0..255 and normalise inside the
-graph. ``auto`` looks at the graph (a heuristic in the spirit of insightface's
-model zoo, which looks for Sub and Mul among the first nodes): if the first op
-on the input is a Sub/Mul/Div/Add, the input is raw pixels.
+graph. They are read exactly as the face stage reads its recognizer
+(``synthface.faces.recognizer``): ``auto`` is its ``detect_normalisation``.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from synthface.errors import InputDataError, MissingModelError
+from synthface.faces.onnx_session import open_session
+from synthface.faces.recognizer import ArcFaceRecognizer, detect_normalisation
 
 FINAL_WEIGHTS = "backbone.pt"  # written by the trainer when a run finishes
 CHECKPOINT = "checkpoint.pt"  # latest resumable state
@@ -78,74 +79,35 @@ def training_info(meta: dict) -> dict:
     }
 
 
-def onnx_input_is_raw(path: str | Path) -> bool | None:
-    """True if the graph normalises its input itself (first op on it is Sub/Mul/Div/Add).
-
-    None when the ``onnx`` package is not installed (then say which convention).
-    """
-    try:
-        import onnx
-    except ImportError:
-        return None
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as exc:  # protobuf DecodeError and friends: not an ONNX file
-        raise InputDataError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
-    initializers = {i.name for i in graph.initializer}
-    inputs = [i.name for i in graph.input if i.name not in initializers]
-    first = next((n for n in graph.node if inputs and inputs[0] in n.input), None)
-    return first is not None and first.op_type in ("Sub", "Mul", "Div", "Add")
+ONNX_HINT = "give a complete insightface-format recognizer .onnx file (e.g. a fresh download)"
 
 
 class OnnxEmbedder:
-    def __init__(self, path: str | Path, input_mode: str = "auto"):
-        import onnxruntime as ort
+    """An ONNX recognizer read the face stage's way (one normalisation rule, one error
+    class for a file that is not a usable recognizer); images are resized to its input."""
 
+    def __init__(self, path: str | Path, input_mode: str = "auto"):
         path = Path(path)
         if not path.is_file():
             raise MissingModelError(f"ONNX model not found: {path}")
+        session = open_session(path, "auto", what="ONNX recognizer", hint=ONNX_HINT)
         if input_mode == "auto":
-            raw = onnx_input_is_raw(path)
-            if raw is None:
-                raise InputDataError(
-                    f"{path}: cannot inspect the graph (the 'onnx' package is not installed); "
-                    "set verify.onnx_input to 'raw' (0..255 input) or 'normalized' ((x-127.5)/127.5)"
-                )
-            input_mode = "raw" if raw else "normalized"
-        self.input_mode = input_mode
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
-            raise InputDataError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        shape = inp.shape
-        if len(shape) != 4 or shape[1] != 3:
-            raise InputDataError(f"{path}: expected an NCHW RGB image input, got shape {shape}")
-        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        self.size = (shape[2], shape[3]) if all(isinstance(s, int) for s in shape[2:]) else None
-        outputs = self.session.get_outputs()
-        if len(outputs) != 1 or (outputs[0].shape is not None and len(outputs[0].shape) != 2):
-            raise InputDataError(
-                f"{path}: not a face recognizer: expected one [N, D] embedding output, got {len(outputs)} "
-                f"output(s) (a face detector?)"
-            )
-        self.output_name = outputs[0].name
-        self.description = f"ONNX {path.name} (input {input_mode})"
+            normalisation = detect_normalisation(path, setting="verify.onnx_input to 'raw' or 'normalized'")
+        else:
+            normalisation = "raw" if input_mode == "raw" else "pm1"
+        # batch_size=None: each call's images in one session call (one at a time for a fixed batch of 1)
+        self.recognizer = ArcFaceRecognizer(session, normalisation, batch_size=None, path=path)
+        self.input_mode = "raw" if normalisation == "raw" else "normalized"
+        self.size = (self.recognizer.input_size, self.recognizer.input_size)
+        self.description = f"ONNX {path.name} (input {self.input_mode})"
         self.training = None  # not trained here: its training set is not recorded
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        if self.size is not None and images.shape[1:3] != self.size:
+        if images.shape[1:3] != self.size:
             import cv2
 
             images = np.stack([cv2.resize(im, (self.size[1], self.size[0])) for im in images])
-        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
-        if self.input_mode == "normalized":
-            x = (x - 127.5) / 127.5
-        if self.fixed_batch == 1:
-            return np.concatenate([self.session.run([self.output_name], {self.input_name: x[i : i + 1]})[0] for i in range(len(x))])
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        return self.recognizer.forward(images)
 
 
 def load_embedder(model: str | Path, onnx_input: str = "auto", device=None):

@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from synthface.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+# A cosine-similarity threshold: the one range every such config key allows.
+Cosine = Annotated[float, Field(ge=-1.0, le=1.0)]
 
 
 class StrictModel(BaseModel):

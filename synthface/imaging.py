@@ -28,12 +28,17 @@ def contact_sheet(
     tile: int = 128,
     pad: int = 4,
     label_width: int = 72,
+    *,
+    background: tuple[int, int, int] = BACKGROUND,
+    text: tuple[int, int, int] = TEXT,
+    label_x: int | None = None,
 ) -> np.ndarray:
     """A grid image: one row per identity, one column per image (uint8 RGB).
 
     ``rows[r][c]`` is a uint8 H×W×3 image (any size, resized to ``tile``) or
     None for an empty cell (e.g. a rejected sample). Row labels are drawn on
-    the left when given.
+    the left when given, ``label_x`` pixels from the edge (default ``pad``).
+    The dataset card draws its sheet with ``pad=0`` on white.
     """
     if not rows:
         raise ValueError("contact_sheet needs at least one row")
@@ -43,12 +48,12 @@ def contact_sheet(
     left = label_width if row_labels else 0
     width = left + pad + n_cols * (tile + pad)
     height = pad + len(rows) * (tile + pad)
-    sheet = Image.new("RGB", (width, height), BACKGROUND)
+    sheet = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(sheet)
     for r, row in enumerate(rows):
         y = pad + r * (tile + pad)
         if row_labels:
-            draw.text((pad, y + tile // 2 - 6), str(row_labels[r]), fill=TEXT)
+            draw.text((pad if label_x is None else label_x, y + tile // 2 - 6), str(row_labels[r]), fill=text)
         for c, image in enumerate(row):
             if image is None:
                 continue

@@ -48,7 +48,8 @@ class FaceAnalysisConfig(StrictModel):
         description=(
             "Pixel normalisation the recognizer expects: 'raw' = RGB 0..255 (the model normalises inside its "
             "graph, like the shared MobileFaceNet), 'pm1' = (x-127.5)/127.5 (arcface.onnx, glintr100, w600k), "
-            "'auto' = 'raw' when the graph starts with Sub/Mul on its input, else 'pm1'."
+            "'auto' = 'raw' when the graph normalises its input itself (Sub/Mul/Div/Add on it among its first nodes), "
+            "else 'pm1'."
         ),
     )
     flip_average: bool = Field(

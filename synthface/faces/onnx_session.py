@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthface.errors import ConfigError, MissingModelError
+from synthface.errors import ConfigError, MissingModelError, UnusableModelError
 
 HOW_TO_GET = (
     "download the face models with `synthface models download` (or write tiny random test models with "
@@ -43,9 +43,10 @@ def choose_providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def open_session(path: Path, device: str = "auto", threads: int = 0, what: str = "model"):
-    """An ``onnxruntime.InferenceSession`` for ``path``; a file onnxruntime cannot load is a
-    :class:`MissingModelError` naming it (a truncated download looks exactly like this)."""
+def open_session(path: Path, device: str = "auto", threads: int = 0, what: str = "model", hint: str = HOW_TO_GET):
+    """An ``onnxruntime.InferenceSession`` for ``path``; a file onnxruntime cannot load is an
+    :class:`UnusableModelError` naming it (a truncated download looks exactly like this) and
+    ending with ``hint`` (how to get a good copy)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -59,9 +60,9 @@ def open_session(path: Path, device: str = "auto", threads: int = 0, what: str =
         raise
     except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MissingModelError(
+        raise UnusableModelError(
             f"{what} {path} is not a usable ONNX model ({first_line[:200]}); the file may be truncated or "
-            f"corrupt: {HOW_TO_GET}"
+            f"corrupt: {hint}"
         ) from None
 
 

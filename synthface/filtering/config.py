@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from synthface.config import StrictModel
+from synthface.config import Cosine, StrictModel
 
 
 class FilterConfig(StrictModel):
@@ -35,13 +35,11 @@ class FilterConfig(StrictModel):
             "tau_target applies. Set false for any other recognizer: the class is then judged by its centre only."
         ),
     )
-    tau_target: float = Field(
-        0.4, ge=-1.0, le=1.0, description="Minimum cosine similarity to the target identity (low_target_sim)."
+    tau_target: Cosine = Field(
+        0.4, description="Minimum cosine similarity to the target identity (low_target_sim)."
     )
-    tau_intra: float = Field(
+    tau_intra: Cosine = Field(
         0.5,
-        ge=-1.0,
-        le=1.0,
         description="Minimum cosine similarity to the class centre, computed without the image itself (low_intra_sim).",
     )
     centre: Literal["medoid", "mean"] = Field(
@@ -50,10 +48,8 @@ class FilterConfig(StrictModel):
     min_images: int = Field(
         5, ge=1, le=100000, description="A class is kept only with at least this many accepted images (class_too_small)."
     )
-    tau_inter: float = Field(
+    tau_inter: Cosine = Field(
         0.6,
-        ge=-1.0,
-        le=1.0,
         description="Two classes whose centres are at least this similar are the same person (inter_class_duplicate).",
     )
     inter_action: Literal["flag", "drop"] = Field(

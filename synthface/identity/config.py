@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from synthface.config import StrictModel
+from synthface.config import Cosine, StrictModel
 
 EMBEDDING_DIM = 512  # the ArcFace identity space Arc2Face is conditioned on
 
@@ -96,8 +96,8 @@ class GallerySamplerConfig(StrictModel):
     method: Literal["vmf", "gaussian"] = Field(
         "vmf", description="von Mises-Fisher around the anchor, or Gaussian noise + renormalise."
     )
-    min_similarity: float = Field(0.2, ge=-1.0, le=1.0, description="Lowest cosine to the anchor kept.")
-    max_similarity: float = Field(0.35, ge=-1.0, le=1.0, description="Highest cosine to the anchor kept.")
+    min_similarity: Cosine = Field(0.2, description="Lowest cosine to the anchor kept.")
+    max_similarity: Cosine = Field(0.35, description="Highest cosine to the anchor kept.")
     concentration: float | None = Field(
         None, gt=0, description="vMF kappa; null = the kappa whose mode is the band centre."
     )
@@ -119,14 +119,14 @@ class GallerySamplerConfig(StrictModel):
 class ScreenConfig(StrictModel):
     """Screens applied to every sampler; offenders are rejected and resampled."""
 
-    max_pair_similarity: float | None = Field(
-        0.4, ge=-1.0, le=1.0, description="Minimum separation: no two identities above this cosine; null = off."
+    max_pair_similarity: Cosine | None = Field(
+        0.4, description="Minimum separation: no two identities above this cosine; null = off."
     )
     novelty_gallery: str | None = Field(
         None, description="Real-identity embeddings (.npy or .parquet) that new identities must not resemble."
     )
-    max_gallery_similarity: float = Field(
-        0.4, ge=-1.0, le=1.0, description="Novelty: no identity above this cosine to any novelty_gallery embedding."
+    max_gallery_similarity: Cosine = Field(
+        0.4, description="Novelty: no identity above this cosine to any novelty_gallery embedding."
     )
     max_rounds: int = Field(20, ge=0, le=1000, description="Reject/resample rounds before giving up with an error.")
 

@@ -24,9 +24,11 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from synthface.errors import InputDataError
+from synthface.imaging import contact_sheet
 from synthface.shards.config import SURPLUS_REASON
 from synthface.shards.manifest import CARD_FILE, DATASET_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
+from synthface.shards.writer import ALIGNED_SIZE
 
 CARD_DIR = "card"
 SIM_PNG = f"{CARD_DIR}/similarity.png"
@@ -156,16 +158,14 @@ def _contact_sheet_png(output: Output, dataset: dict, rows: int = 8, cols: int =
             ) from None
     if not per_id:
         return None
-    cell, label_w = 112, 70
-    width = max(len(v) for v in per_id.values())
-    sheet = Image.new("RGB", (label_w + width * cell, len(per_id) * cell), "white")
-    draw = ImageDraw.Draw(sheet)
-    for r, (identity, crops) in enumerate(sorted(per_id.items())):
-        draw.text((6, r * cell + cell // 2 - 6), f"id {identity}", fill="black")
-        for c, crop in enumerate(crops):
-            sheet.paste(crop.resize((cell, cell)), (label_w + c * cell, r * cell))
+    identities = sorted(per_id)
+    sheet = contact_sheet(
+        [[np.asarray(crop) for crop in per_id[i]] for i in identities],
+        row_labels=[f"id {i}" for i in identities],
+        tile=ALIGNED_SIZE, pad=0, label_width=70, background=(255, 255, 255), text=(0, 0, 0), label_x=6,
+    )
     buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
+    Image.fromarray(sheet).save(buf, format="PNG")
     return buf.getvalue()
 
 
