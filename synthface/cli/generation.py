@@ -253,7 +253,7 @@ def sample(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from synthface.errors import InputDataError
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
     from synthface.generation.loading import require_generator_files
     from synthface.imaging import contact_sheet, save_png
     from synthface.seeds import image_seed
@@ -380,7 +380,7 @@ def bench_sample(
     import numpy as np
     import torch
 
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
     from synthface.generation.generator import Arc2FaceGenerator
     from synthface.models.tiny import init_tiny
 

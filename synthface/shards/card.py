@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from synthface.errors import InputDataError
 from synthface.imaging import contact_sheet
-from synthface.shards.config import SURPLUS_REASON
+from synthface.shards.schema import SURPLUS_REASON
 from synthface.shards.manifest import CARD_FILE, DATASET_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
 from synthface.shards.writer import ALIGNED_SIZE
