@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -130,6 +131,22 @@ def _yaw_png(yaw: np.ndarray) -> bytes | None:
     return buf.getvalue()
 
 
+def _shard_crops(output: Output, shard: dict, wanted: Callable[[int], bool]) -> Iterator[tuple[int, Image.Image]]:
+    """(identity, decoded crop) for each accepted crop of a shard tar whose identity ``wanted``
+    accepts at that moment (asked lazily, so the caller's counts so far decide); a damaged
+    tar or crop is one InputDataError naming the shard."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(output.read_bytes(shard["name"])), mode="r:") as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                if ext == "jpg" and wanted(identity := int(key.split("_")[0])):
+                    yield identity, Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise InputDataError(
+            f"{output.url_of(shard['name'])}: unreadable ({exc}); `synthface verify` lists what is damaged"
+        ) from None
+
+
 def _contact_sheet_png(output: Output, dataset: dict, rows: int = 8, cols: int = 8) -> bytes | None:
     """First accepted crops of the first ``rows`` non-empty identities."""
     per_id: dict[int, list[Image.Image]] = {}
@@ -140,22 +157,9 @@ def _contact_sheet_png(output: Output, dataset: dict, rows: int = 8, cols: int =
             break
         if shard["num_samples"] == 0:
             continue
-        try:
-            with tarfile.open(fileobj=io.BytesIO(output.read_bytes(shard["name"])), mode="r:") as tar:
-                for member in tar:
-                    key, _, ext = member.name.partition(".")
-                    if ext != "jpg":
-                        continue
-                    identity = int(key.split("_")[0])
-                    if identity not in per_id and len(per_id) >= rows:
-                        continue
-                    crops = per_id.setdefault(identity, [])
-                    if len(crops) < cols:
-                        crops.append(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
-        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-            raise InputDataError(
-                f"{output.url_of(shard['name'])}: unreadable ({exc}); `synthface verify` lists what is damaged"
-            ) from None
+        has_room = lambda i: (i in per_id or len(per_id) < rows) and len(per_id.get(i, ())) < cols  # noqa: E731
+        for identity, crop in _shard_crops(output, shard, has_room):
+            per_id.setdefault(identity, []).append(crop)
     if not per_id:
         return None
     identities = sorted(per_id)
@@ -278,17 +282,9 @@ def _weakest_png(output: Output, dataset: dict, ids: list[int], max_accepted: in
                 got.append((Image.open(io.BytesIO(thumb)).convert("RGB") if thumb else None, row["reason"] or ""))
         if not shard["num_samples"]:
             continue
-        try:
-            with tarfile.open(fileobj=io.BytesIO(output.read_bytes(shard["name"])), mode="r:") as tar:
-                for member in tar:
-                    key, _, ext = member.name.partition(".")
-                    identity = int(key.split("_")[0])
-                    if ext == "jpg" and identity in wanted and len(accepted.setdefault(identity, [])) < max_accepted:
-                        accepted[identity].append(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
-        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-            raise InputDataError(
-                f"{output.url_of(shard['name'])}: unreadable ({exc}); `synthface verify` lists what is damaged"
-            ) from None
+        has_room = lambda i: i in wanted and len(accepted.get(i, ())) < max_accepted  # noqa: E731
+        for identity, crop in _shard_crops(output, shard, has_room):
+            accepted.setdefault(identity, []).append(crop)
     width = label_w + (max_accepted + max_rejected) * cell + 10
     row_h = cell + text_h
     sheet = Image.new("RGB", (width, len(ids) * row_h), "white")
