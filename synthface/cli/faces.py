@@ -1,4 +1,4 @@
-"""CLI commands of the face stage: `embed-gallery`, `face-pairs`, `bench faces`.
+"""CLI commands of the face stage: `embed-gallery`, `face-pairs` (`bench faces` is in cli/bench.py).
 
 Model files come from the factory config's ``faces`` section (names relative to
 ``models_dir``) unless ``--detector`` / ``--recognizer`` name files directly,
@@ -15,9 +15,6 @@ import os
 from pathlib import Path
 
 import typer
-
-from bench.runner import load_average
-from synthface.cli.bench import bench_app
 
 PHOTO_DET_SIZE = 640  # ordinary photos: faces can be small, so detect at the usual insightface size
 
@@ -263,75 +260,7 @@ def face_pairs(
     typer.echo(json.dumps(_json_safe(out), indent=2, allow_nan=False))
 
 
-def bench_faces(
-    images_dir: Path = typer.Option(None, "--images", help="Photos to build generated-like 512-px faces from (default: the shared assets' faces)."),
-    models: str = _models_opt,
-    detector: str = _det_opt,
-    recognizer: str = _rec_opt,
-    det_sizes: str = typer.Option("128,256,640", "--det-sizes", help="Detector sizes to time; 640 is the baseline."),
-    limit: int = typer.Option(61, "--limit", help="Use at most this many photos."),
-    repeat: int = typer.Option(3, "--repeat", help="Timed passes per row (best is reported)."),
-    config: str = _config_opt,
-    overrides: list[str] = _set_opt,
-) -> None:
-    """Images/s through detect + align + embed on generated-like 512-px faces, per detector size.
-
-    CPU rows always; CUDA rows too when onnxruntime-gpu sees a GPU. Baseline: 640-px detection,
-    measured in the same run."""
-    import onnxruntime as ort
-    from rich.console import Console
-    from rich.table import Table
-
-    from synthface.errors import InputDataError
-    from synthface.faces.analyzer import FaceAnalyzer
-    from bench.faces import generated_like, time_analyzer
-    from synthface.faces.images import list_images, read_rgb
-
-    console = Console(width=max(120, Console().width))
-    if images_dir is None:
-        images_dir = Path(os.environ.get("SYNTHFACE_ASSETS", Path(__file__).resolve().parents[3] / "shared" / "assets")) / "faces" / "images"
-    try:
-        sizes = sorted({int(s) for s in det_sizes.split(",") if s.strip()} | {PHOTO_DET_SIZE})
-    except ValueError:
-        raise InputDataError(f"--det-sizes: expected comma-separated integers, got {det_sizes!r}") from None
-    cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, PHOTO_DET_SIZE)
-    photos = [read_rgb(p) for p in list_images(images_dir)[:limit]]
-    if not photos:
-        raise InputDataError(f"no images in {images_dir}")
-    finder = FaceAnalyzer.from_config(models_dir, faces_cfg)
-    images, reference = [], []
-    for photo, result in zip(photos, finder.analyze(photos)):
-        made = generated_like(photo, result.landmarks) if result.landmarks is not None else None
-        if made is not None:
-            images.append(made[0])
-            reference.append(made[1])
-    if not images:
-        raise InputDataError(f"no face found in the photos of {images_dir}")
-    devices = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
-    rows = []
-    for device in devices:
-        for size in sizes:
-            c = faces_cfg.model_validate({**faces_cfg.model_dump(), "det_size": size, "device": device})
-            rows.append(time_analyzer(FaceAnalyzer.from_config(models_dir, c), images, reference, f"{device} {size}px", repeat))
-    baseline = {r.device: r for r in rows if r.det_size == PHOTO_DET_SIZE}
-    table = Table(title=f"face analysis on {len(images)} generated-like 512-px faces ({os.cpu_count()} CPUs, load {load_average():.1f})",
-                  title_justify="left")
-    for col in ("device, det size", "faces found", "images/s", "ms/image", "detect s", "align s", "embed s", "landmark err", "speed vs 640"):
-        table.add_column(col, justify="left" if col.startswith("device") else "right")
-    for r in rows:
-        base = baseline[r.device]
-        table.add_row(r.name, f"{r.found}/{r.crops}", f"{r.images_per_s:.1f}", f"{r.ms_per_image:.1f}", f"{r.detect_s:.2f}",
-                      f"{r.align_s:.2f}", f"{r.embed_s:.2f}", f"{r.landmark_err:.3f}",
-                      f"{base.seconds / r.seconds:.2f}x" if r.seconds > 0 else "n/a")
-    console.print(table)
-    console.print(f"models: {finder.describe()['detector']} + {finder.describe()['recognizer']}; flip_average={faces_cfg.flip_average}; "
-                  "images/s = images through detect + align + embed (best of --repeat); "
-                  "landmark err = mean distance to the reference landmarks / inter-ocular distance; "
-                  "'vs 640' = speed-up over 640-px detection in this run", highlight=False)
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.command("embed-gallery")(embed_gallery)
     app.command("face-pairs")(face_pairs)
-    bench_app.command("faces")(bench_faces)

@@ -1,8 +1,7 @@
 """CLI commands of the generation stage.
 
 - ``synthface models download|check|init-tiny``: the local model folder;
-- ``synthface sample``: a few identities from a bank -> images + a contact sheet;
-- ``synthface bench sample``: CPU/GPU time per image of the generator at several batch sizes.
+- ``synthface sample``: a few identities from a bank -> images + a contact sheet.
 """
 
 from __future__ import annotations
@@ -10,9 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
-from bench.runner import load_average
-from synthface.cli.bench import bench_app
 
 models_app = typer.Typer(help="The local model folder: download, check, tiny test folder.", no_args_is_help=True)
 
@@ -358,71 +354,6 @@ def pose_pool(
         raise InputDataError(f"{out}: not an empty folder; choose a new one (a pool is used as a whole)")
     paths = write_pose_pool(out, count, size, seed, yaw_max, pitch_max, roll_max)
     typer.echo(f"wrote {len(paths)} normal maps ({size}x{size}) to {out}")
-
-
-# ---------------------------------------------------------------- bench
-@bench_app.command("sample")
-def bench_sample(
-    models: Path = typer.Option(None, "--models", help="Model folder (default: a fresh tiny folder in a temp dir)."),
-    batch_sizes: str = typer.Option("1,4", "--batch-sizes", help="Batch sizes to time; the first is the baseline."),
-    images: int = typer.Option(8, "--images", min=1, help="Images generated per batch size (after one warm-up batch)."),
-    size: int = typer.Option(64, "--size", min=64, help="Image height and width."),
-    steps: int = typer.Option(10, "--steps", min=1, help="Sampling steps."),
-    config: str = typer.Option(None, "--config", "-c", help="Factory config YAML (generation section used)."),
-    overrides: list[str] = typer.Option(None, "--set", help="Override a key: --set generation.guidance=1.0."),
-    threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
-) -> None:
-    """Time per image of Arc2FaceGenerator at several batch sizes (ratio vs the first batch size)."""
-    import os
-    import tempfile
-    import time
-
-    import numpy as np
-    import torch
-
-    from synthface.factory_config import load_factory_config
-    from synthface.generation.generator import Arc2FaceGenerator
-    from synthface.models.tiny import init_tiny
-
-    from synthface.errors import ConfigError
-
-    try:
-        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise ConfigError(f"--batch-sizes: expected comma-separated positive integers, got {batch_sizes!r}")
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = load_factory_config(config, [f"generation.height={size}", f"generation.width={size}", f"generation.steps={steps}", *(overrides or [])])
-    tmp = None
-    if models is None:
-        tmp = tempfile.TemporaryDirectory(prefix="synthface-tiny-")
-        models = init_tiny(tmp.name, with_face_models=False)
-    vectors = np.random.default_rng(0).standard_normal((max(sizes + [images]), 512)).astype(np.float32)
-    rows = []
-    for b in sizes:
-        gen_cfg = cfg.generation.model_copy(update={"batch_size": b})
-        generator = Arc2FaceGenerator.from_folder(models, gen_cfg)
-        generator.generate(vectors[:b], list(range(b)))  # warm-up (lazy init, compile)
-        n = max(b, images - images % b)
-        t0, c0 = time.perf_counter(), time.process_time()
-        generator.generate(vectors[:n], list(range(n)))
-        rows.append((b, n, (time.perf_counter() - t0) / n, (time.process_time() - c0) / n))
-    base = rows[0][2]
-    d = generator.describe()
-    typer.echo(
-        f"device {d['device']} dtype {d['dtype']} threads {torch.get_num_threads()} | {size}x{size}, "
-        f"{d['scheduler']} x{d['steps']} steps, guidance {d['guidance']} | models {models}"
-    )
-    # CPU seconds help read wall times taken on a shared, loaded machine.
-    typer.echo(f"{'batch':>5} {'images':>6} {'wall s/image':>12} {'cpu s/image':>11} {'speed-up vs batch ' + str(rows[0][0]):>22}")
-    for b, n, per, cpu in rows:
-        typer.echo(f"{b:>5} {n:>6} {per:>12.4f} {cpu:>11.4f} {base / per:>22.2f}x")
-    load = load_average()
-    typer.echo(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
-    if tmp is not None:
-        tmp.cleanup()
 
 
 def register(app: typer.Typer) -> None:

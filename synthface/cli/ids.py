@@ -1,16 +1,12 @@
-"""`synthface ids ...`: sample an identity bank, summarise it; `synthface bench ids`."""
+"""`synthface ids ...`: sample an identity bank, summarise it."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
-
-from bench.runner import load_average
-from synthface.cli.bench import bench_app
 
 ids_app = typer.Typer(
     help="Identity bank: novel identity vectors on the ArcFace hypersphere.", no_args_is_help=True
@@ -190,83 +186,3 @@ def stats(
         console.print(f"wrote {plot_histograms(bank, plot)}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     console.print(f"peak memory (max RSS of this process) {peak_mib:,.0f} MiB")
-
-
-@bench_app.command("ids")
-def bench_ids(
-    sizes: str = typer.Option("1000,10000,100000", "--sizes", help="Comma-separated bank sizes N."),
-    config: Path = typer.Option(None, "--config", "-c", help="Factory config YAML (the `identity:` section is used)."),
-    overrides: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set identity.packed.steps=50."),
-    queries: int = typer.Option(20_000, "--queries", min=1, help="Random rows whose exact nearest neighbour (against all N) measures separation."),
-    optimise_up_to: int = typer.Option(
-        100_000, "--optimise-up-to", min=0,
-        help="Largest N for the optimised packed sampler (its neighbour passes cost N^2: hours at 1M on a CPU).",
-    ),
-) -> None:
-    """Uniform vs packed identity banks: time, peak memory and exact separation for each N.
-
-    Rows: `uniform` (the baseline: the draw alone), `packed-optimised`
-    (packed.start uniform: a whole `ids sample` minus the file write) and
-    `packed-code` (packed.start code, same). Each runs in a fresh process.
-    Separation: the exact nearest neighbour of the same random queries against
-    all N, for every sampler; gains are uniform's figure minus the sampler's.
-    """
-    import os
-
-    from bench.ids import SAMPLERS, Job, run_in_child
-    from synthface.errors import ConfigError
-    from synthface.factory_config import load_factory_config
-
-    try:
-        ns = [int(s) for s in sizes.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--sizes: expected comma-separated integers, got {sizes!r}") from None
-    if not ns or min(ns) < 2:
-        raise ConfigError("--sizes: give at least one size, each >= 2")
-    base = load_factory_config(config, overrides)
-    out = console if console.is_terminal else Console(width=220)
-    out.print(f"cpu cores {os.cpu_count()}, load average at start {load_average():.2f}", highlight=False)
-    rows = []
-    for n in ns:
-        for label, (sampler, start) in SAMPLERS.items():
-            if label == "packed-optimised" and n > optimise_up_to:
-                out.print(f"N={n:,} {label}: skipped (above --optimise-up-to {optimise_up_to:,})", highlight=False)
-                continue
-            identity = base.identity.model_copy(update={"num_identities": n, "sampler": sampler})
-            identity = identity.model_copy(update={"packed": identity.packed.model_copy(update={"start": start})})
-            job = Job(n, label, identity.model_dump(mode="json"), base.seed, queries, draw_only=label == "uniform")
-            r = run_in_child(job)
-            r["load"] = load_average()
-            rows.append(r)
-            stages = ", ".join(f"{k} {v:.1f}s" for k, v in r["stages"].items())
-            out.print(
-                f"N={n:,} {label}: {r['seconds']:.1f}s (cpu {r['cpu_seconds']:.1f}s; {stages}), peak {r['peak_gib']:.2f} GiB; "
-                f"exact NN of {r['queries']:,} queries in {r['measure_seconds']:.1f}s: max {r['max']:.4f}, "
-                f"p99.9 {r['p999']:.4f}, mean {r['mean']:.4f}; load {r['load']:.1f}",
-                highlight=False,
-            )
-
-    table = Table(title="identity samplers vs uniform (baseline): time, peak memory, exact nearest-neighbour cosine of random queries")
-    for col in ("N", "sampler", "time s", "cpu s", "peak GiB", "queries", "max NN", "p99.9 NN", "mean NN",
-                "max gain", "p99.9 gain", "time ~ N^p"):
-        table.add_column(col, justify="right")
-    uniform = {r["n"]: r for r in rows if r["label"] == "uniform"}
-    previous: dict[str, dict] = {}
-    for r in rows:
-        u = uniform.get(r["n"])
-        growth = "-"
-        prev = previous.get(r["label"])
-        if prev is not None and prev["n"] != r["n"]:
-            growth = f"p = {math.log(r['seconds'] / prev['seconds']) / math.log(r['n'] / prev['n']):.2f}"
-        previous[r["label"]] = r
-        table.add_row(
-            f"{r['n']:,}", r["label"], f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}", f"{r['peak_gib']:.2f}",
-            f"{r['queries']:,}", f"{r['max']:.4f}", f"{r['p999']:.4f}", f"{r['mean']:.4f}",
-            "-" if u is None or u is r else f"{u['max'] - r['max']:+.4f}",
-            "-" if u is None or u is r else f"{u['p999'] - r['p999']:+.4f}",
-            growth,
-        )
-    # Piped to a file (how benchmark results are kept) rich would squeeze the
-    # table into 80 columns and cut the figures to "0.19…".
-    out.print(table)
-    out.print(f"load average at end {load_average():.2f} (other work on the machine slows every timing)", highlight=False)

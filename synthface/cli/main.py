@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.console import Console
 
-from synthface.cli import bench, bench_generate, dataset, eval_cmds, faces, generation, ids
+from synthface.cli import bench, dataset, eval_cmds, faces, generation, ids
 from synthface.errors import SynthfaceError
 
 app = typer.Typer(
@@ -53,7 +53,7 @@ def show_config(
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
 
 
-for module in (ids, generation, faces, dataset, eval_cmds, bench_generate, bench):
+for module in (ids, generation, faces, dataset, eval_cmds, bench):
     module.register(app)
 
 _err = Console(stderr=True)
