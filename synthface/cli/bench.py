@@ -46,7 +46,7 @@ def bench_ids(
     from rich.console import Console
 
     from bench.ids import ids_bench
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
 
     ns = parse_list(sizes, "--sizes", int, minimum=2)
     if not ns:

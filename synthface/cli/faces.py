@@ -63,7 +63,7 @@ def _json_safe(value):
 
 def _load_config(config, overrides, models, detector, recognizer, det_size=None):
     """The factory config with the command-line model choices applied."""
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
 
     extra = list(overrides or [])
     cfg = load_factory_config(config, extra)

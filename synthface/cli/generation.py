@@ -249,7 +249,7 @@ def sample(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from synthface.errors import InputDataError
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
     from synthface.generation.loading import require_generator_files
     from synthface.imaging import contact_sheet, save_png
     from synthface.seeds import image_seed
