@@ -359,7 +359,7 @@ class GenerationBenchmark:
             row.error = f"{type(exc).__name__}: {exc}"[:500]
             self.log(f"  FAILED: {row.error}")
         finally:
-            del generator
+            generator = None  # drop the models before the next row loads its own
             _free(self.device)
         return self._add(row)
 
