@@ -16,18 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthface.faces.align import CROP_SIZE, estimate_transform, transform_points, warp_to_template
-
-GENERATED_SIZE = 512
-
-
-def generated_like(image: np.ndarray, landmarks: np.ndarray, size: int = GENERATED_SIZE) -> tuple[np.ndarray, np.ndarray] | None:
-    """``image`` warped to a ``size``-px ArcFace-framed face, and where its landmarks land."""
-    matrix = estimate_transform(landmarks, CROP_SIZE)
-    if matrix is None:
-        return None
-    matrix = matrix * (size / CROP_SIZE)
-    return warp_to_template(image, matrix, size), transform_points(landmarks, matrix).astype(np.float32)
+from synthface.faces.align import GENERATED_SIZE, estimate_transform, generated_like, warp_to_template  # noqa: F401
 
 
 @dataclass
