@@ -45,7 +45,7 @@ def _with_options(faces_cfg, updates: dict):
         raise ConfigError(f"{_OPTION_OF.get(key, 'faces.' + key)} {updates.get(key, '')}: {err['msg']}") from None
 
 
-def _load_config(config, overrides, models, detector, recognizer, det_size=None):
+def load_face_options(config, overrides, models, detector, recognizer, det_size=None):
     """The factory config with the command-line model choices applied."""
     from synthface.factory_config import load_factory_config
 
@@ -85,18 +85,14 @@ def embed_gallery(
 
     console = Console(stderr=True)
     prepare_out(out)  # before the (long) embedding, not after it
-    _, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, det_size)
+    _, faces_cfg, models_dir = load_face_options(config, overrides, models, detector, recognizer, det_size)
 
     def failed(row: dict) -> None:
         console.print(f"  failed: {row['image']}: {row['reason']} ({row['detail']})", highlight=False)
 
     with rate_bar("embedding", console=console) as progress:
         result = run_embed_gallery(images_dir, out, models_dir, faces_cfg, progress=progress, on_failed=failed)
-    rows, dim = result.shape
-    typer.echo(
-        f"embedded {rows}/{result.images} images -> {out} ({rows} x {dim} float32); "
-        f"{result.failed} failed; per-image report {result.report_path}"
-    )
+    typer.echo(result.summary())
 
 
 def face_pairs(
@@ -120,7 +116,7 @@ def face_pairs(
 
     from eval.face_pairs import face_pairs_report
 
-    cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, det_size)
+    cfg, faces_cfg, models_dir = load_face_options(config, overrides, models, detector, recognizer, det_size)
     if det_size is None:
         faces_cfg = _with_options(faces_cfg, {"det_size": faces_cfg.det_size if as_generated else PHOTO_DET_SIZE})
     # --as-generated: find each face in the photo at 640 px, then reframe it as a generated image would be
@@ -160,7 +156,7 @@ def bench_faces(
         sizes = sorted({int(s) for s in det_sizes.split(",") if s.strip()} | {PHOTO_DET_SIZE})
     except ValueError:
         raise InputDataError(f"--det-sizes: expected comma-separated integers, got {det_sizes!r}") from None
-    cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, PHOTO_DET_SIZE)
+    cfg, faces_cfg, models_dir = load_face_options(config, overrides, models, detector, recognizer, PHOTO_DET_SIZE)
     photos = [read_rgb(p) for p in list_images(images_dir)[:limit]]
     if not photos:
         raise InputDataError(f"no images in {images_dir}")

@@ -30,3 +30,14 @@ def rate_bar(label: str, digits: int = 1, console=None) -> Iterator[Callable[[in
             progress.update(state["task"], completed=done, total=total, rate=f"{rate:.{digits}f} img/s")
 
         yield advance
+
+
+@contextmanager
+def count_bar(label: str, console=None) -> Iterator[Callable[[int, int], None]]:
+    """A transient bar with the elapsed time; yields the ``progress(done, total)`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)

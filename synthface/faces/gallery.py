@@ -29,6 +29,13 @@ class GalleryResult:
     shape: tuple[int, int]  # of the gallery written
     failed: int
 
+    def summary(self) -> str:
+        rows, dim = self.shape
+        return (
+            f"embedded {rows}/{self.images} images -> {self.out} ({rows} x {dim} float32); "
+            f"{self.failed} failed; per-image report {self.report_path}"
+        )
+
 
 def prepare_out(out: Path) -> Path:
     """Check ``out`` (a .npy) and create its folder, before any long work; returns the report's path."""
