@@ -124,7 +124,7 @@ def orchestration_bench(
 
     from pipelines.dispatch import Dispatcher
     from pipelines.worker import ShardWorker
-    from synthface.factory_config import FactoryConfig
+    from pipelines.config import FactoryConfig
 
     cores = os.cpu_count() or 1
     ray.init(num_cpus=cores, include_dashboard=False, configure_logging=False, log_to_driver=False)
@@ -243,7 +243,7 @@ def overlap_bench(
     from pipelines.stages import build_stages
     from pipelines.worker import job_settings
     from bench.runner import load_average
-    from synthface.factory_config import FactoryConfig
+    from pipelines.config import FactoryConfig
 
     torch.set_num_threads(torch_threads)
     rows = []

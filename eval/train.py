@@ -33,7 +33,7 @@ from eval.config import EvalConfig
 from eval.data import make_loader, resolve_dataset
 from eval.embedders import CHECKPOINT, FINAL_WEIGHTS
 from eval.losses import build_head
-from synthface.config import config_hash
+from synthface.config import changed_keys, config_hash
 from synthface.errors import RunStateError
 
 CHECKPOINT_FORMAT = "synthface-fr/1"
@@ -72,17 +72,6 @@ def _comparable(cfg: dict) -> dict:
         else:
             cfg.pop(section, None)
     return cfg
-
-
-def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _diff_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k}")
-    return keys
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -234,7 +223,7 @@ def _train(cfg, data, out, rank, world, device, is_main, echo) -> dict:
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise RunStateError(f"{ckpt_path}: not a synthface training checkpoint")
-        changed = _diff_keys(_comparable(state["config"]), _comparable(cfg_dump))
+        changed = changed_keys(_comparable(state["config"]), _comparable(cfg_dump), with_values=False)
         if changed:
             raise RunStateError(
                 f"{out} holds a run with a different config ({', '.join(changed)} differ); "

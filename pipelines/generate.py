@@ -23,11 +23,13 @@ from pipelines.progress import RunProgress
 from pipelines.shard_job import Stages
 from pipelines.stages import build_stages, load_bank_embeddings
 from synthface.errors import ConfigError, RunStateError
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.generation.controls import control_sampler
 from synthface.models.integrity import verify_model_folder
 from synthface.shards.lock import OutputLock
-from synthface.shards.manifest import DATASET_FILE, check_or_start_run, describe_models, run_record, write_manifest
+from synthface.shards.manifest import DATASET_FILE, write_manifest
+from pipelines.resume import check_or_start_run, run_record
+from synthface.models.integrity import describe_models
 from synthface.shards.storage import Output, OutputError, fsspec_env
 from synthface.shards.writer import committed_shards, remove_interrupted_writes, shard_name
 

@@ -20,7 +20,7 @@ import numpy as np
 from pipelines.shard_job import Stages, candidate_inputs
 from pipelines.stages import make_jitter, make_reference
 from synthface.errors import InputDataError
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.files import write_text_atomic
 from synthface.seeds import image_seed
 

@@ -29,7 +29,8 @@ from pipelines.overlap import run_overlapped
 from pipelines.planning import ShardJob
 from synthface.seeds import image_seed
 from synthface.filtering.yaw_balance import keep_for_class
-from synthface.shards.config import SHORT_CLASS_REASON, SURPLUS_REASON, candidate_cap, first_round
+from synthface.shards.schema import SHORT_CLASS_REASON, SURPLUS_REASON
+from pipelines.config import candidate_cap, first_round
 from synthface.shards.storage import Output
 from synthface.shards.writer import ShardWriter, encode_jpeg, sample_key, thumbnail_jpeg
 
@@ -46,6 +47,7 @@ class Analyzer(Protocol):
 
 
 class Filter(Protocol):
+    def target_applies(self, bank_dim: int, embedding_dim: int) -> bool: ...
     def filter_class(self, target, results): ...
     def inter_class(self, ids, centres) -> dict[int, str]: ...
 
@@ -213,7 +215,7 @@ def run_shard_job(
     ids = list(range(job.id_start, job.id_stop))
     class_size = job.images_per_id or settings.images_per_id
     cap = candidate_cap(class_size, job.max_candidates_per_id or settings.max_candidates_per_id)
-    same_space = stages.analyzer.embedding_dim == embeddings.shape[1]
+    same_space = stages.id_filter.target_applies(embeddings.shape[1], stages.analyzer.embedding_dim)
 
     results: dict[tuple[int, int], Any] = {}
     full_images: dict[tuple[int, int], bytes] = {}  # encoded at once: full-size arrays would not fit
@@ -233,10 +235,8 @@ def run_shard_job(
         _generate_and_analyse(plan, embeddings, stages, settings, seeds, results, full_images, times, records, controls)
         rounds += 1
         # Judge each class of the round on all its candidates (the filter is class-wide:
-        # a new image can move the centre). The bank embedding is the target when the
-        # recognizer's embeddings have its size (whether the filter trusts the similarity
-        # is its own setting, filter.use_target); otherwise the filter judges the class
-        # by its centre only.
+        # a new image can move the centre). The bank embedding is the target where the
+        # filter's target_applies says so; otherwise the class is judged by its centre.
         t = time.perf_counter()
         for i in todo:
             generated[i] += todo[i]

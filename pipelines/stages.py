@@ -12,7 +12,7 @@ import numpy as np
 
 from pipelines.shard_job import Stages
 from synthface.errors import InputDataError
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 
 
 def build_stages(cfg: FactoryConfig) -> Stages:

@@ -16,10 +16,9 @@ import numpy as np
 
 from pipelines.planning import ShardJob
 from pipelines.shard_job import JobSettings, Stages, run_shard_job
-from synthface.errors import ConfigError
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.models.integrity import verify_model_folder
-from synthface.shards.manifest import run_config_hash
+from pipelines.resume import run_config_hash
 from synthface.shards.storage import Output
 from synthface.shards.writer import warm_up as writer_warm_up
 
@@ -40,16 +39,6 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
         overlap=cfg.run.overlap,
         yaw_target_std=cfg.filter.yaw_target_std,
     )
-
-
-def check_bank_space(cfg: FactoryConfig, stages: Stages, bank_dim: int) -> None:
-    """A filter told to judge by the target needs embeddings of the bank's size."""
-    dim = stages.analyzer.embedding_dim
-    if cfg.filter.use_target and dim != bank_dim:
-        raise ConfigError(
-            f"'filter.use_target' is true but the recognizer gives {dim}-d embeddings and the bank holds "
-            f"{bank_dim}-d identities, so they are not one space; set filter.use_target: false"
-        )
 
 
 def check_writable(output: Output) -> None:
@@ -82,7 +71,8 @@ class ShardWorker:
             verify_model_folder(self.cfg.models_dir)
             self.stages = stages_factory(self.cfg)
             writer_warm_up()
-            check_bank_space(self.cfg, self.stages, embeddings.shape[1])
+            # a filter told to judge by the target needs embeddings of the bank's width: say so now
+            self.stages.id_filter.target_applies(embeddings.shape[1], self.stages.analyzer.embedding_dim)
         except Exception as exc:  # noqa: BLE001 - reported by ready()
             self.init_error = exc
             self.init_traceback = traceback.format_exc()

@@ -116,10 +116,30 @@ def load_config(model_cls: type[M], path: str | Path | None = None, overrides: l
     return validate(model_cls, data, source=str(path) if path is not None else "config", overridden=overridden)
 
 
+def hash_json(data: Any) -> str:
+    """sha256 of ``data`` as sorted, compact JSON: the one hash of configs and records."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def config_hash(model: BaseModel) -> str:
     """A stable hash of a validated config (sorted JSON), for run identity checks."""
-    text = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hash_json(model.model_dump(mode="json"))
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "", *, with_values: bool = True) -> list[str]:
+    """Dotted config keys whose values differ, e.g. ``["run.images_per_id: 8 -> 4"]``
+    (``with_values=False``: ``["run.images_per_id"]``)."""
+    if isinstance(old, dict) or isinstance(new, dict):
+        old = old if isinstance(old, dict) else {}
+        new = new if isinstance(new, dict) else {}
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += changed_keys(old.get(key), new.get(key), f"{prefix}{key}.", with_values=with_values)
+        return out
+    if old == new:
+        return []
+    return [f"{prefix[:-1]}: {old!r} -> {new!r}" if with_values else prefix[:-1]]
 
 
 def parse_list(text: str | None, option: str, kind: type = str, *, minimum: float | None = None) -> list[Any] | None:

@@ -15,10 +15,12 @@ import numpy as np
 
 from pipelines.planning import plan_jobs
 from pipelines.shard_job import JobSettings, Stages, run_shard_job
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.faces.analyzer import FaceResult
 from synthface.filtering import IdentityFilter
-from synthface.shards.manifest import RUN_FILE, hash_json, output_config, write_manifest
+from synthface.shards.manifest import RUN_FILE, write_manifest
+from synthface.config import hash_json
+from pipelines.resume import output_config
 from synthface.shards.storage import Output
 from synthface.shards.writer import committed_shards
 

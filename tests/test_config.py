@@ -4,7 +4,7 @@ import pytest
 
 from synthface.config import apply_overrides, config_hash, load_config, parse_override
 from synthface.errors import ConfigError
-from synthface.factory_config import FactoryConfig, load_factory_config
+from pipelines.config import FactoryConfig, load_factory_config
 
 
 def test_override_values_are_parsed_as_yaml():

@@ -144,7 +144,7 @@ def test_cli_missing_model_is_one_line_exit_2(cli, tmp_path):
 
 def test_invalid_face_config_names_the_key():
     from synthface.errors import ConfigError
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
 
     with pytest.raises(ConfigError, match="faces.det_size"):
         load_factory_config(None, ["faces.det_size=250"])  # not a multiple of 32

@@ -155,7 +155,7 @@ def test_inter_class_chain_is_judged_against_survivors_only(rng):
 
 
 def test_filter_config_errors_name_the_key():
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
 
     with pytest.raises(ConfigError, match="filter.tau_intra"):
         load_factory_config(None, ["filter.tau_intra=2"])

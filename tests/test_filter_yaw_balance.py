@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthface.errors import ConfigError
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.filtering.yaw_balance import keep_for_class
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from synthface.config import load_config
 from synthface.errors import ConfigError, InputDataError
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.generation.config import GenerationConfig
 from synthface.generation.controls import FLAME_DIM, ControlSampler, control_sampler
 from synthface.generation.pose_maps import render_normal_map, write_pose_pool

@@ -134,7 +134,7 @@ def test_lcm_on_without_weights_names_the_file(models, tmp_path):
 
 @pytest.mark.parametrize("text, value", [("on", "on"), ("off", "off"), ("true", "on"), ("no", "off"), ("auto", "auto")])
 def test_lcm_switch_reads_yaml_words(text, value):
-    from synthface.factory_config import FactoryConfig
+    from pipelines.config import FactoryConfig
 
     assert load_config(FactoryConfig, None, [f"generation.lcm={text}"]).generation.lcm == value
 
@@ -176,7 +176,7 @@ def test_seed_count_must_match(models):
     ],
 )
 def test_out_of_range_settings_name_the_key(override, key):
-    from synthface.factory_config import FactoryConfig
+    from pipelines.config import FactoryConfig
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(FactoryConfig, None, [override])

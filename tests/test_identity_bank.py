@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthface.errors import ConfigError, InputDataError
-from synthface.factory_config import load_factory_config
+from pipelines.config import load_factory_config
 from synthface.identity.bank import read_bank, sample_bank, write_bank
 from synthface.identity.config import IdentityConfig
 from synthface.identity.stats import bank_stats

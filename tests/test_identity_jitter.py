@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from synthface.errors import ConfigError
-from synthface.factory_config import load_factory_config
+from pipelines.config import load_factory_config
 from synthface.identity.config import JitterConfig
 from synthface.identity.jitter import jitter_identities, jitter_identity, sigma_for
 from synthface.identity.samplers import uniform_vectors

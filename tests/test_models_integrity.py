@@ -189,7 +189,7 @@ def test_shipped_known_good_values_are_well_formed():
 # ------------------------------------------------------------- generate refuses, dataset.json records
 def test_generate_refuses_a_tampered_folder_before_writing_anything(folder, tmp_path):
     from pipelines.generate import generate
-    from synthface.factory_config import FactoryConfig
+    from pipelines.config import FactoryConfig
 
     bank = support.random_bank(tmp_path / "bank.parquet", 4)
     tamper(folder / "encoder" / "config.json")
@@ -200,7 +200,7 @@ def test_generate_refuses_a_tampered_folder_before_writing_anything(folder, tmp_
 
 
 def test_dataset_manifest_takes_the_checked_hashes_without_hashing_again(folder, monkeypatch):
-    from synthface.shards.manifest import describe_models
+    from synthface.models.integrity import describe_models
 
     checked = integrity.check_files(folder)
     hashed = count_hashing(monkeypatch)
@@ -211,7 +211,7 @@ def test_dataset_manifest_takes_the_checked_hashes_without_hashing_again(folder,
 
 
 def test_folder_without_manifest_is_described_as_unverified(folder):
-    from synthface.shards.manifest import describe_models
+    from synthface.models.integrity import describe_models
 
     (folder / MANIFEST).unlink()
     assert integrity.verify_model_folder(folder) is None

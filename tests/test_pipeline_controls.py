@@ -15,7 +15,7 @@ import pytest
 import test_pipeline_support as support
 from pipelines.generate import generate
 from synthface.errors import InputDataError, RunStateError
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.generation.controls import ControlSampler
 from synthface.generation.pose_maps import write_pose_pool
 from synthface.shards.verify import verify_dataset

@@ -15,7 +15,7 @@ from PIL import Image
 
 import test_pipeline_support as support
 from pipelines.generate import generate
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.seeds import image_seed
 from synthface.shards.verify import verify_dataset
 

@@ -149,8 +149,9 @@ def test_empty_input():
 def test_overlap_is_an_execution_setting_off_by_default():
     """run.overlap changes no output, so a resume may flip it (not in the config hash)."""
     from pipelines.worker import job_settings
-    from synthface.factory_config import FactoryConfig
-    from synthface.shards.manifest import hash_json, output_config
+    from pipelines.config import FactoryConfig
+    from synthface.config import hash_json
+    from pipelines.resume import output_config
 
     off, on = FactoryConfig(), FactoryConfig.model_validate({"run": {"overlap": True}})
     assert off.run.overlap is False and job_settings(off).overlap is False and job_settings(on).overlap is True

@@ -20,10 +20,10 @@ from pipelines.planning import IdGroup, ShardJob, plan_jobs, run_groups
 from pipelines.shard_job import JobSettings, Stages, next_round_size, run_shard_job
 from synthface.errors import ConfigError
 from synthface.faces.analyzer import FaceResult
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.filtering import FilterConfig, IdentityFilter
-from synthface.shards.config import first_round
-from synthface.shards.manifest import run_record
+from pipelines.config import first_round
+from pipelines.resume import run_record
 from synthface.shards.storage import Output
 from synthface.shards.writer import THUMB_SIZE
 
@@ -258,7 +258,8 @@ def test_a_job_of_a_group_uses_its_class_size(tmp_path):
 
 def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
     from synthface.shards.card import WEAKEST_PNG, class_stats, read_candidates, weakest_ids, write_card
-    from synthface.shards.manifest import check_or_start_run, write_manifest
+    from pipelines.resume import check_or_start_run
+    from synthface.shards.manifest import write_manifest
     from synthface.shards.verify import verify_dataset
     from synthface.shards.writer import committed_shards
 
@@ -308,7 +309,8 @@ def test_card_shows_per_class_quality_and_the_weakest(tmp_path):
 
 
 def test_verify_checks_class_sizes(tmp_path):
-    from synthface.shards.manifest import check_or_start_run, write_manifest
+    from pipelines.resume import check_or_start_run
+    from synthface.shards.manifest import write_manifest
     from synthface.shards.verify import verify_dataset
     from synthface.shards.writer import committed_shards
 

@@ -14,7 +14,7 @@ import pytest
 import test_pipeline_support as support
 from pipelines.generate import ensure_complete, generate
 from synthface.errors import ConfigError, RunStateError
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.shards.verify import verify_dataset
 
 NUM_IDS = 16  # 8 shards of 2 identities, 2 candidates each

@@ -9,7 +9,7 @@ import pytest
 
 import test_pipeline_support as support
 from pipelines.generate import generate
-from synthface.factory_config import FactoryConfig
+from pipelines.config import FactoryConfig
 from synthface.shards.storage import Output
 from synthface.shards.verify import verify_dataset
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.generate import generate
 from synthface.errors import RunStateError
-from synthface.factory_config import load_factory_config
+from pipelines.config import load_factory_config
 from synthface.generation.reference import reference_index
 from synthface.shards.verify import verify_dataset
 from test_identity_from_images import synthetic_images

@@ -17,7 +17,7 @@ import pytest
 from test_shards_writer import make_dataset, write_shard
 from synthface.errors import RunStateError
 from synthface.shards.lock import LOCK_FILE, OutputLock
-from synthface.shards.manifest import check_or_start_run, run_config_hash, run_record
+from pipelines.resume import check_or_start_run, run_config_hash, run_record
 from synthface.shards.storage import Output
 from synthface.shards.verify import verify_dataset
 from synthface.shards.writer import committed_shards
@@ -97,7 +97,7 @@ def test_generate_refuses_an_output_another_driver_holds(tmp_path):
     """Before any Ray or model work: the second `generate` on one OUT stops at the lock."""
     import test_pipeline_support as support
     from pipelines.generate import generate
-    from synthface.factory_config import FactoryConfig
+    from pipelines.config import FactoryConfig
 
     bank = support.random_bank(tmp_path / "bank.parquet", 2)
     cfg = FactoryConfig.model_validate(support.tiny_config(tmp_path / "models", bank))
@@ -160,7 +160,7 @@ def test_every_shard_records_the_config_hash_and_a_foreign_one_is_redone_and_fla
 
 def test_the_worker_records_the_run_config_hash_in_the_shard_stats():
     from pipelines.worker import job_settings
-    from synthface.factory_config import FactoryConfig
+    from pipelines.config import FactoryConfig
 
     cfg = FactoryConfig()
     assert job_settings(cfg).config_hash == run_config_hash(cfg.model_dump(mode="json"))

@@ -13,7 +13,8 @@ from PIL import Image
 
 from synthface.errors import RunStateError
 from synthface.shards.card import write_card
-from synthface.shards.manifest import check_or_start_run, write_manifest
+from pipelines.resume import check_or_start_run
+from synthface.shards.manifest import write_manifest
 from synthface.shards.storage import Output
 from synthface.shards.verify import verify_dataset
 from synthface.shards.writer import ShardWriter, committed_shards, sample_key

@@ -9,7 +9,8 @@ import torch
 
 from synthface.config import load_config
 from synthface.errors import ConfigError
-from synthface.generation.speed import PerfConfig, optimize_modules, resolve
+from synthface.generation.config import PerfConfig
+from synthface.generation.speed import optimize_modules, resolve
 
 
 def tiny_unet() -> "torch.nn.Module":

@@ -41,7 +41,7 @@ def generate(
     _setup_logging()
     from pipelines.generate import ensure_complete
     from pipelines.generate import generate as run_generate
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
 
     cfg = load_factory_config(config, list(overrides or []) + ([f"run.bank={bank}"] if bank else []))
     result = run_generate(cfg, out, ray_address=ray_address, restart=restart, verify_models=verify)

@@ -47,7 +47,7 @@ def _with_options(faces_cfg, updates: dict):
 
 def load_face_options(config, overrides, models, detector, recognizer, det_size=None):
     """The factory config with the command-line model choices applied."""
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
 
     extra = list(overrides or [])
     cfg = load_factory_config(config, extra)

@@ -153,7 +153,7 @@ def sample(
     """Generate a few identities from a bank: PNGs plus a contact sheet (identities x images)."""
     from pipelines.sample import sample as run_sample
     from synthface.cli.progress import rate_bar
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
 
     cfg = load_factory_config(config, overrides)
     with rate_bar("sampling", digits=2) as progress:
@@ -205,7 +205,7 @@ def bench_sample(
     import numpy as np
     import torch
 
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
     from synthface.generation.generator import Arc2FaceGenerator
     from synthface.models.tiny import init_tiny
 

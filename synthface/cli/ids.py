@@ -57,7 +57,7 @@ def sample(
     out: Path = typer.Option(..., "--out", "-o", help="Bank file to write (.parquet)."),
 ) -> None:
     """Sample, pack and screen identities; write the bank Parquet file."""
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
     from synthface.identity.bank import write_bank
 
     from synthface.local_dirs import ensure_dir
@@ -177,7 +177,7 @@ def bench_ids(
 
     from bench.ids import SAMPLERS, Job, run_in_child
     from synthface.errors import ConfigError
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
 
     try:
         ns = [int(s) for s in sizes.split(",") if s.strip()]

@@ -47,7 +47,7 @@ def show_config(
     """Validate a factory config (with overrides) and print it in full, defaults included."""
     import yaml
 
-    from synthface.factory_config import load_factory_config
+    from pipelines.config import load_factory_config
 
     cfg = load_factory_config(config, overrides)
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())

@@ -99,6 +99,23 @@ class IdentityFilter:
         sub = gram[np.ix_(idx, idx)]
         return emb[idx[int(np.argmax(sub.sum(axis=1)))]].astype(np.float32)
 
+    def target_applies(self, bank_dim: int, embedding_dim: int) -> bool:
+        """The one rule for "is the bank's identity vector this filter's target?".
+
+        It is when the recognizer's embeddings have the bank's width (one space); the
+        similarity is then measured, and judged only with ``filter.use_target``. A filter
+        told to judge by the target with embeddings of another width is a config error
+        (the worker asks at start, before any shard; ``filter_class`` asks per class).
+        """
+        if bank_dim == embedding_dim:
+            return True
+        if self.cfg.use_target:
+            raise ConfigError(
+                f"'filter.use_target' is true but the recognizer gives {embedding_dim}-d embeddings and the "
+                f"identities are {bank_dim}-d, so they are not one space; set filter.use_target: false"
+            )
+        return False
+
     def filter_class(self, target: np.ndarray | None, results: list) -> ClassDecision:
         """Decide on one identity's candidate images (``FaceResult``s, in order)."""
         cfg = self.cfg
@@ -108,15 +125,9 @@ class IdentityFilter:
 
         if target is not None and emb is not None:
             target = np.asarray(target, np.float32).reshape(-1)
-            if target.shape[0] != emb.shape[1] and not cfg.use_target:
+            if not self.target_applies(target.shape[0], emb.shape[1]):
                 target = None  # another space, and not used: nothing to measure
         if target is not None and emb is not None:
-            if target.shape[0] != emb.shape[1]:
-                raise ConfigError(
-                    f"filter.use_target: the target identity is {target.shape[0]}-d but the recognizer gives "
-                    f"{emb.shape[1]}-d embeddings; they are not in one space (pass no target, or set "
-                    "filter.use_target: false)"
-                )
             unit_target = _unit(target)
             sims = emb @ unit_target if unit_target is not None else np.full(len(with_emb), np.nan)
             for row, i in enumerate(with_emb):

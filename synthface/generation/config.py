@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from synthface.config import StrictModel
-from synthface.generation.speed import PerfConfig
 
 SchedulerName = Literal["dpmsolver++", "ddim", "euler", "euler_ancestral", "pndm", "unipc", "lcm"]
+
+
+def _bare_off(value):
+    return "off" if value is False else value  # YAML reads a bare `off` as false
+
+
+Auto = Literal["auto"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+DEFAULT_COMPILE_CACHE = "~/.cache/synthface/torch-compile"
+
+
+class PerfConfig(StrictModel):
+    """Speed switches that do not change the output (beyond float rounding)."""
+
+    channels_last: bool | Auto = Field("auto", description="NHWC memory format for UNet and VAE convolutions.")
+    fuse_qkv: bool | Auto = Field(
+        "auto", description="One matmul for q/k/v (self-attention) and k/v (cross-attention): diffusers fuse_qkv_projections."
+    )
+    attention: Literal["sdpa", "classic"] = Field(
+        "sdpa", description="sdpa: torch scaled_dot_product_attention (flash/mem-efficient kernels); classic: explicit softmax(QK^T)V."
+    )
+    compile: bool | Auto = Field("auto", description="torch.compile the UNet (inductor).")
+    compile_vae: bool = Field(False, description="Also torch.compile the VAE decoder (more compile time, ~6% of the FLOPs).")
+    compile_mode: CompileMode = Field(
+        "max-autotune",
+        description="torch.compile mode; 'reduce-overhead' and 'max-autotune' capture CUDA graphs on CUDA.",
+    )
+    compile_fullgraph: bool = Field(True, description="Fail loudly on graph breaks instead of silently running eager pieces.")
+    compile_backend: str = Field("inductor", min_length=1, description="torch.compile backend ('eager'/'aot_eager' only for debugging).")
+    compile_cache_dir: str | None = Field(
+        DEFAULT_COMPILE_CACHE,
+        description="Where inductor keeps its FX-graph/autotune/triton caches, so compile time is paid once per machine; null = torch's default.",
+    )
+    inductor_tuning: bool = Field(
+        False,
+        description="diffusers' recommended inductor flags (conv 1x1 as matmul, coordinate-descent tuning): longer compile, sometimes faster.",
+    )
+    cudnn_benchmark: bool | Auto = Field("auto", description="Let cuDNN time its convolution algorithms for the fixed shapes.")
+    tf32: bool | Auto = Field("auto", description="TF32 tensor cores for any fp32 matmul/conv (the fp16/bf16 path has none).")
+    vae_slicing: bool = Field(False, description="Decode one image at a time (saves memory, costs speed).")
+    vae_tiling: bool = Field(False, description="Decode in overlapping tiles (for huge images only; changes seams).")
 
 
 class ReferenceConfig(StrictModel):
@@ -39,7 +79,7 @@ class ReferenceConfig(StrictModel):
 class ExpressionConfig(StrictModel):
     """Arc2Face's expression adapter: one 55-d FLAME vector per candidate (docs/generation.md)."""
 
-    mode: Literal["off", "neutral", "gaussian", "pool"] = Field(
+    mode: Annotated[Literal["off", "neutral", "gaussian", "pool"], BeforeValidator(_bare_off)] = Field(
         "off",
         description="off (no adapter, today's images), neutral (all-zero FLAME vector), gaussian "
         "(per-group normal draws), pool (rows of an .npy file [M, 55]).",
@@ -52,11 +92,6 @@ class ExpressionConfig(StrictModel):
     )
     pool: str | None = Field(None, description="pool: an .npy file of FLAME vectors, float [M, 55].")
 
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _yaml_off(cls, value):
-        return "off" if value is False else value  # YAML reads a bare `off` as false
-
     @model_validator(mode="after")
     def _pool_needs_file(self):
         if self.mode == "pool" and not self.pool:
@@ -67,16 +102,11 @@ class ExpressionConfig(StrictModel):
 class PoseConfig(StrictModel):
     """Arc2Face's pose ControlNet: one normal-map control image per candidate."""
 
-    mode: Literal["off", "pool"] = Field("off", description="off, or pool (control images from generation.pose.pool).")
+    mode: Annotated[Literal["off", "pool"], BeforeValidator(_bare_off)] = Field("off", description="off, or pool (control images from generation.pose.pool).")
     pool: str | None = Field(
         None, description="pool: a folder of normal-map renders (PNG/JPEG, RGB, generation.height x width)."
     )
     scale: float = Field(1.0, ge=0.0, le=2.0, description="ControlNet conditioning scale (diffusers controlnet_conditioning_scale).")
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _yaml_off(cls, value):
-        return "off" if value is False else value  # YAML reads a bare `off` as false
 
     @model_validator(mode="after")
     def _pool_needs_folder(self):

@@ -20,51 +20,14 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from synthface.config import StrictModel
+from synthface.generation.config import PerfConfig
 
 log = logging.getLogger(__name__)
 
-Auto = Literal["auto"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 # Modes in which inductor captures CUDA graphs (on CUDA devices only).
 CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
-DEFAULT_COMPILE_CACHE = "~/.cache/synthface/torch-compile"
-
-
-class PerfConfig(StrictModel):
-    """Speed switches that do not change the output (beyond float rounding)."""
-
-    channels_last: bool | Auto = Field("auto", description="NHWC memory format for UNet and VAE convolutions.")
-    fuse_qkv: bool | Auto = Field(
-        "auto", description="One matmul for q/k/v (self-attention) and k/v (cross-attention): diffusers fuse_qkv_projections."
-    )
-    attention: Literal["sdpa", "classic"] = Field(
-        "sdpa", description="sdpa: torch scaled_dot_product_attention (flash/mem-efficient kernels); classic: explicit softmax(QK^T)V."
-    )
-    compile: bool | Auto = Field("auto", description="torch.compile the UNet (inductor).")
-    compile_vae: bool = Field(False, description="Also torch.compile the VAE decoder (more compile time, ~6% of the FLOPs).")
-    compile_mode: CompileMode = Field(
-        "max-autotune",
-        description="torch.compile mode; 'reduce-overhead' and 'max-autotune' capture CUDA graphs on CUDA.",
-    )
-    compile_fullgraph: bool = Field(True, description="Fail loudly on graph breaks instead of silently running eager pieces.")
-    compile_backend: str = Field("inductor", min_length=1, description="torch.compile backend ('eager'/'aot_eager' only for debugging).")
-    compile_cache_dir: str | None = Field(
-        DEFAULT_COMPILE_CACHE,
-        description="Where inductor keeps its FX-graph/autotune/triton caches, so compile time is paid once per machine; null = torch's default.",
-    )
-    inductor_tuning: bool = Field(
-        False,
-        description="diffusers' recommended inductor flags (conv 1x1 as matmul, coordinate-descent tuning): longer compile, sometimes faster.",
-    )
-    cudnn_benchmark: bool | Auto = Field("auto", description="Let cuDNN time its convolution algorithms for the fixed shapes.")
-    tf32: bool | Auto = Field("auto", description="TF32 tensor cores for any fp32 matmul/conv (the fp16/bf16 path has none).")
-    vae_slicing: bool = Field(False, description="Decode one image at a time (saves memory, costs speed).")
-    vae_tiling: bool = Field(False, description="Decode in overlapping tiles (for huge images only; changes seams).")
 
 
 @dataclass(frozen=True)

@@ -248,3 +248,33 @@ def verify_model_folder(models_dir: str | Path, full: bool = False) -> dict[str,
     if not root.is_dir() or not (root / MANIFEST).is_file():
         return None
     return check_files(root, full=full)
+
+
+def describe_models(models_dir: str, checked: dict[str, dict[str, Any]] | None = None, how: str = "size+mtime") -> dict[str, Any]:
+    """What the model folder holds: its synthface-models.json and each model file's sha256.
+
+    ``checked`` is what the run verified at start (synthface.models.integrity,
+    hashed once and cached by size + mtime, so nothing is re-hashed here);
+    without it (a folder with no manifest) the layout files are hashed now
+    and recorded as unverified.
+    """
+    root = Path(models_dir)
+    info: dict[str, Any] = {"dir": str(models_dir), "origin": "unknown", "files": {}, "verified": False}
+    if not root.is_dir():
+        info["origin"] = "missing"
+        return info
+    meta = root / MANIFEST
+    if meta.is_file():
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            info["info"] = {k: v for k, v in data.items() if k != "files"}
+            info["origin"] = data.get("origin", "unknown")
+        except json.JSONDecodeError:
+            info["origin"] = "unreadable"
+    if checked is not None:
+        info["files"] = {rel: e["sha256"] for rel, e in sorted(checked.items())}
+        info["pinned"] = sorted(rel for rel, e in checked.items() if e.get("pinned"))
+        info["verified"] = how
+    else:
+        info["files"] = describe_files(root, present_layout_files(root))
+    return info

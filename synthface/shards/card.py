@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from synthface.errors import InputDataError
-from synthface.shards.config import SURPLUS_REASON
+from synthface.shards.schema import SURPLUS_REASON
 from synthface.shards.manifest import CARD_FILE, DATASET_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
 

@@ -11,20 +11,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import time
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
-import fsspec
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synthface.errors import InputDataError, RunStateError
-from synthface.shards.config import EXECUTION_ONLY_KEYS
+from synthface.errors import InputDataError
 from synthface.shards.storage import Output
 from synthface.shards.writer import shard_name
 
@@ -35,7 +29,6 @@ DATASET_FILE = "dataset.json"
 SIZES_FILE = "sizes.json"
 WIDS_FILE = "wids-index.json"
 CARD_FILE = "README.md"
-MODELS_INFO_FILE = "synthface-models.json"
 FINALISE_FILE = "finalise.json"  # the dataset-wide drops (pipelines/finalise.py)
 AUDIT_FILE = "audit.json"  # the last leakage audit (pipelines/audit.py)
 
@@ -45,173 +38,6 @@ def synthface_version() -> str:
         return version("synthface")
     except PackageNotFoundError:
         return "unknown"
-
-
-# Where the inputs live, not what they are: the bank is checked by its sha256 and the
-# model folder by its synthface-models.json, so moving either (or a `ray job submit`
-# run, where paths differ) still resumes.
-LOCATION_KEYS = ("models_dir", "run.bank")
-
-
-def output_config(cfg_data: dict[str, Any]) -> dict[str, Any]:
-    """The config without the keys that only change how the run executes or where inputs live."""
-    data = json.loads(json.dumps(cfg_data))
-    for key in EXECUTION_ONLY_KEYS:
-        data.get("run", {}).pop(key, None)
-    for dotted in LOCATION_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = data
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return data
-
-
-def run_config_hash(cfg_data: dict[str, Any]) -> str:
-    """The hash that identifies a dataset's config: resume and verify compare it."""
-    return hash_json(output_config(cfg_data))
-
-
-def hash_json(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def file_sha256(url: str) -> str:
-    digest = hashlib.sha256()
-    with fsspec.open(url, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def describe_models(models_dir: str, checked: dict[str, dict[str, Any]] | None = None, how: str = "size+mtime") -> dict[str, Any]:
-    """What the model folder holds: its synthface-models.json and each model file's sha256.
-
-    ``checked`` is what the run verified at start (synthface.models.integrity,
-    hashed once and cached by size + mtime, so nothing is re-hashed here);
-    without it (a folder with no manifest) the layout files are hashed now
-    and recorded as unverified.
-    """
-    from synthface.models.integrity import describe_files, present_layout_files
-
-    root = Path(models_dir)
-    info: dict[str, Any] = {"dir": str(models_dir), "origin": "unknown", "files": {}, "verified": False}
-    if not root.is_dir():
-        info["origin"] = "missing"
-        return info
-    meta = root / MODELS_INFO_FILE
-    if meta.is_file():
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-            info["info"] = {k: v for k, v in data.items() if k != "files"}
-            info["origin"] = data.get("origin", "unknown")
-        except json.JSONDecodeError:
-            info["origin"] = "unreadable"
-    if checked is not None:
-        info["files"] = {rel: e["sha256"] for rel, e in sorted(checked.items())}
-        info["pinned"] = sorted(rel for rel, e in checked.items() if e.get("pinned"))
-        info["verified"] = how
-    else:
-        info["files"] = describe_files(root, present_layout_files(root))
-    return info
-
-
-def models_identity(models_dir: str) -> dict[str, Any]:
-    """Which models a folder holds, from its synthface-models.json (origin and part
-    ids/revisions, not the time it was written); empty when there is none."""
-    meta = Path(models_dir) / MODELS_INFO_FILE
-    try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    files = info.get("files") if isinstance(info.get("files"), dict) else {}
-    # the recorded hashes too: resuming with other weights would mix two models in one dataset
-    return {
-        "origin": info.get("origin"),
-        "parts": info.get("parts"),
-        "files": {rel: e.get("sha256") for rel, e in sorted(files.items()) if isinstance(e, dict)},
-    }
-
-
-def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int) -> dict[str, Any]:
-    return {
-        "config": cfg_data,
-        "config_hash": run_config_hash(cfg_data),
-        "bank": {"path": bank_url, "sha256": file_sha256(bank_url), "num_ids": num_ids},
-        "models": models_identity(cfg_data.get("models_dir", "")),
-        "synthface_version": synthface_version(),
-    }
-
-
-def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted config keys whose values differ, e.g. ``["run.images_per_id: 8 -> 4"]``."""
-    if isinstance(old, dict) or isinstance(new, dict):
-        old = old if isinstance(old, dict) else {}
-        new = new if isinstance(new, dict) else {}
-        out: list[str] = []
-        for key in sorted(set(old) | set(new)):
-            out += changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
-
-
-def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) -> bool:
-    """Compare ``record`` with the run already in ``output``; True if resuming.
-
-    Refuses (RunStateError) when the folder holds a different dataset with at
-    least one committed shard, unless ``restart``, which deletes the old run's
-    files first.
-    """
-    if output.exists(RUN_FILE):
-        old = output.read_json(RUN_FILE)
-        differs = [
-            what
-            for what, a, b in (
-                # recomputed from the stored config, so records written before a key became
-                # location-only still compare by what the config means
-                ("config", run_config_hash(old.get("config", {})), run_config_hash(record["config"])),
-                ("identity bank", old.get("bank", {}).get("sha256"), record["bank"]["sha256"]),
-                ("model folder (synthface-models.json)", old.get("models", {}), record.get("models", {})),
-            )
-            if a != b
-        ]
-        if not differs and not restart:
-            return True
-        if differs and not restart and not output.list_names("shard-", ".json"):
-            # the earlier run committed nothing (it stopped at start-up, e.g. on missing
-            # weights): there is no data to protect, so the new run simply replaces it
-            log.info("%s: the earlier run committed no shard; starting over with this one", output.url)
-            restart = True
-        if not restart:
-            what = " and ".join(differs)
-            changed = changed_keys(output_config(old.get("config", {})), output_config(record["config"]))
-            detail = f" ({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''})" if changed else ""
-            count = len(output.list_names("shard-", ".json"))
-            raise RunStateError(
-                f"{output.url} holds a run with a different {what}{detail} and {count} committed shard(s); "
-                f"use a new --out (or the original config), or pass --restart to DELETE those shards "
-                f"and start over with this config"
-            )
-    elif not restart and output.list_names("shard-"):
-        raise RunStateError(
-            f"{output.url} holds shards but no {RUN_FILE}; use a new --out, or pass --restart to "
-            f"DELETE those shards and start over"
-        )
-    if restart:
-        clear_run(output)
-    output.makedirs()
-    output.write_json(RUN_FILE, {**record, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    return False
-
-
-def clear_run(output: Output) -> None:
-    """Delete the files a run writes (shards, manifest, card); nothing else."""
-    for name in output.list_names("shard-"):
-        output.remove(name)
-    for name in (RUN_FILE, DATASET_FILE, SIZES_FILE, WIDS_FILE, CARD_FILE, "card", FINALISE_FILE, AUDIT_FILE):
-        output.remove(name)
 
 
 class _ShardEntry(BaseModel):

@@ -72,7 +72,7 @@ def classes_fingerprint(committed: dict[int, dict[str, Any]], cfg: dict[str, Any
     """What the dataset-wide duplicate decision depends on: the classes of each shard (their
     centres follow from the shard, deterministically) and the settings of the rule. Finalising
     records it when it has checked; verify compares."""
-    from synthface.shards.manifest import hash_json
+    from synthface.config import hash_json
 
     return hash_json(
         {

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from synthface.errors import InputDataError
-from synthface.shards.config import SHORT_CLASS_REASON
+from synthface.shards.schema import SHORT_CLASS_REASON
 from synthface.shards.manifest import DATASET_FILE, SIZES_FILE, WIDS_FILE, read_dataset_manifest
 from synthface.shards.storage import Output
 from synthface.shards.writer import (

@@ -1,10 +1,29 @@
-"""Config of the distributed run and shard output (`run:` section).
+"""The factory's config, read by the pipelines: one YAML file with one section per stage.
 
-Two kinds of keys live here. Keys that shape the dataset (``bank``,
+``FactoryConfig`` composes each stage's section (``identity``, ``generation``,
+``faces``, ``filter``) with the ``run:`` section defined here, which only the
+pipelines read. Every command that reads a factory config (``ids sample``,
+``sample``, ``generate``, ``config``) loads it with :func:`load_factory_config`,
+so one file (e.g. ``configs/arc2face.yaml``) drives the whole run.
+
+Two kinds of ``run:`` keys: keys that shape the dataset (``bank``,
 ``ids_per_shard``, ``images_per_id``, ``groups``, the top-up keys, ``max_ids``,
 ``inter_class``, the image options) are part of the run's identity: resuming
-with different values is refused. Keys that only shape the execution (workers, GPUs, retries, logging)
-may change between a run and its resume; :data:`EXECUTION_ONLY_KEYS` lists them.
+with different values is refused. Keys that only shape the execution (workers,
+GPUs, retries, logging) may change between a run and its resume;
+:data:`EXECUTION_ONLY_KEYS` lists them.
+
+Batch sizes (three keys, three jobs, nested):
+
+- ``run.batch_size``: candidates a worker handles per step of a shard job: one
+  ``generate`` call and one face-analysis call per step; the step's full-size images
+  are held in memory (twice with ``run.overlap``).
+- ``generation.batch_size``: images per UNet call (x2 with guidance). A ``generate``
+  call with more images runs in chunks of this size, so the GPU batch is
+  ``min(run.batch_size, generation.batch_size)``; set both to the same value unless
+  memory says otherwise.
+- ``faces.batch_size``: aligned crops per recognizer call (and images per detector
+  call when the detector takes batches) inside one face-analysis call.
 """
 
 from __future__ import annotations
@@ -14,13 +33,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from synthface.config import StrictModel
-
-# A sample key holds the image index in three digits: indices 0..999.
-MAX_INDEX = 1000
-# Candidate / class reasons of the class-size rounds (the parquet's reason / class_reason)
-SHORT_CLASS_REASON = "short_class"  # fewer than images_per_id accepted when the candidate cap was spent
-SURPLUS_REASON = "surplus"  # passed the filter, but its class already had images_per_id
+from synthface.config import StrictModel, load_config
+from synthface.faces.config import FaceAnalysisConfig
+from synthface.filtering.config import FilterConfig
+from synthface.generation.config import GenerationConfig
+from synthface.identity.config import IdentityConfig
+from synthface.shards.schema import MAX_INDEX
 
 # `run.*` keys that do not change what is written; a resume may change them.
 EXECUTION_ONLY_KEYS = (
@@ -181,3 +199,19 @@ def candidate_cap(images_per_id: int, max_candidates_per_id: int | None) -> int:
 def first_round(images_per_id: int, oversample: float, cap: int) -> int:
     """Candidates of an identity's first round."""
     return min(cap, math.ceil(images_per_id * oversample - 1e-9))
+
+
+class FactoryConfig(StrictModel):
+    seed: int = Field(
+        0, ge=0, le=2**64 - 1, description="Run seed (0 .. 2**64-1: larger ones would wrap): all randomness derives from it."
+    )
+    models_dir: str = Field("models", description="Local model folder (see `synthface models check`).")
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    faces: FaceAnalysisConfig = Field(default_factory=FaceAnalysisConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+
+def load_factory_config(path=None, overrides=None) -> FactoryConfig:
+    return load_config(FactoryConfig, path, overrides)
