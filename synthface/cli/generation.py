@@ -71,7 +71,6 @@ def models_check(
     stops with a message naming it (exit 2).
     """
     from rich.console import Console
-    from rich.table import Table
 
     from synthface.errors import MissingModelError
     from synthface.models.check import check, check_recorded, missing_folder_message
@@ -79,12 +78,7 @@ def models_check(
     report = check(folder)
     if not report.exists:
         raise MissingModelError(missing_folder_message(folder))
-    table = Table(title=f"model folder {folder} (origin: {report.origin})", show_lines=False)
-    for col in ("status", "file", "size", "sha256", "part", "how to get it"):
-        table.add_column(col, overflow="fold", no_wrap=col == "file")
-    for state, name, size, pin, part, how in report.rows():
-        table.add_row(_STATUS[state], name, _size(size), pin, part, how)
-    Console(width=160).print(table)
+    Console(width=160).print(_files_table(folder, report))
     if report.missing_required:
         typer.echo(report.missing_message())
         raise typer.Exit(1)
@@ -93,6 +87,17 @@ def models_check(
 
 
 _STATUS = {"ok": "[green]ok[/]", "missing": "[red]MISSING[/]", "absent": "[yellow]optional, absent[/]"}
+
+
+def _files_table(folder: Path, report):
+    from rich.table import Table
+
+    table = Table(title=f"model folder {folder} (origin: {report.origin})", show_lines=False)
+    for col in ("status", "file", "size", "sha256", "part", "how to get it"):
+        table.add_column(col, overflow="fold", no_wrap=col == "file")
+    for state, name, size, pin, part, how in report.rows():
+        table.add_row(_STATUS[state], name, _size(size), pin, part, how)
+    return table
 
 
 def models_record(folder: Path = typer.Argument(..., help="Model folder.")) -> None:
