@@ -125,21 +125,10 @@ def models_init_tiny(
     exp_adapter: bool = typer.Option(False, "--exp-adapter", help="Also write a tiny random expression adapter."),
 ) -> None:
     """Write a tiny random-weight model folder (same classes, layout and file formats as the real one)."""
-    from synthface.errors import RunStateError
-    from synthface.models.check import read_manifest
+    from synthface.models.check import prepare_tiny_target
     from synthface.models.tiny import init_tiny
 
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        manifest = read_manifest(folder) if folder.is_dir() else None
-        if not manifest or manifest.get("origin") != "tiny-random":
-            raise RunStateError(
-                f"refusing to write a tiny model folder into {folder}: it is not empty and not an earlier tiny "
-                "folder (it may hold real weights); choose an empty folder"
-            )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunStateError(f"cannot create the model folder {folder}: {exc.strerror or exc}") from None
+    prepare_tiny_target(folder)
     init_tiny(folder, with_lcm_lora=lcm_lora, with_controlnet=controlnet, with_exp_adapter=exp_adapter)
     typer.echo(f"tiny random-weight model folder written: {folder}")
 

@@ -131,6 +131,24 @@ def missing_folder_message(root: Path) -> str:
     )
 
 
+def prepare_tiny_target(folder: Path) -> None:
+    """Create ``folder`` for a tiny random-weight model folder; refuse one that is not empty
+    and not an earlier tiny folder (it may hold real weights)."""
+    from synthface.errors import RunStateError
+
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        manifest = read_manifest(folder) if folder.is_dir() else None
+        if not manifest or manifest.get("origin") != "tiny-random":
+            raise RunStateError(
+                f"refusing to write a tiny model folder into {folder}: it is not empty and not an earlier tiny "
+                "folder (it may hold real weights); choose an empty folder"
+            )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunStateError(f"cannot create the model folder {folder}: {exc.strerror or exc}") from None
+
+
 def require(root: str | Path, paths: list[str]) -> Path:
     """Raise :class:`MissingModelError` naming the first missing file among ``paths``.
 
