@@ -118,6 +118,7 @@ def sample(
     stages = Stages(generator=None, analyzer=None, id_filter=None, jitter=jitter_fn, reference=reference)
     jobs = [(i, k) for i in wanted for k in range(per_id)]
     chunks = [jobs[s : s + cfg.generation.batch_size] for s in range(0, len(jobs), cfg.generation.batch_size)]
+    # candidate_inputs reads embeddings[identity id]: the dict of the wanted ids serves as well as the bank array
     inputs = [candidate_inputs(chunk, vectors, stages, cfg.seed) for chunk in chunks]
 
     from synthface.generation.generator import Arc2FaceGenerator  # heavy: torch, diffusers
