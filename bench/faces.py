@@ -19,19 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.runner import load_average, warn_if_loaded
-from synthface.faces.align import CROP_SIZE, estimate_transform, transform_points, warp_to_template
 
-GENERATED_SIZE = 512
+
 BASELINE_DET_SIZE = 640  # the usual insightface detection size: every run measures it as the baseline
-
-
-def generated_like(image: np.ndarray, landmarks: np.ndarray, size: int = GENERATED_SIZE) -> tuple[np.ndarray, np.ndarray] | None:
-    """``image`` warped to a ``size``-px ArcFace-framed face, and where its landmarks land."""
-    matrix = estimate_transform(landmarks, CROP_SIZE)
-    if matrix is None:
-        return None
-    matrix = matrix * (size / CROP_SIZE)
-    return warp_to_template(image, matrix, size), transform_points(landmarks, matrix).astype(np.float32)
 
 
 @dataclass

@@ -43,12 +43,7 @@ def generate(
 
     cfg = load_factory_config(config, list(overrides or []) + ([f"run.bank={bank}"] if bank else []))
     result = run_generate(cfg, out, ray_address=ray_address, restart=restart, verify_models=verify)
-    ds = result.dataset
-    typer.echo(
-        f"{result.out}: {ds.get('num_images', 0)} images of {ds.get('num_classes', 0)} identities in "
-        f"{len(ds.get('shards', []))} shards (acceptance {ds.get('acceptance_rate', 0):.1%}; "
-        f"{result.skipped} shards resumed, {result.done} generated, {result.retries} retries)"
-    )
+    typer.echo(result.summary())
     ensure_complete(result)
 
 

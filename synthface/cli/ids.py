@@ -8,14 +8,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-ids_app = typer.Typer(
-    help="Identity bank: novel identity vectors on the ArcFace hypersphere.", no_args_is_help=True
-)
 console = Console()
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    ids_app = typer.Typer(help="Identity bank: novel identity vectors on the ArcFace hypersphere.", no_args_is_help=True)
+    ids_app.command("sample")(sample)
+    ids_app.command("from-images")(from_images)
+    ids_app.command("stats")(stats)
     app.add_typer(ids_app, name="ids")
 
 
@@ -46,7 +47,6 @@ def _sample_with_progress(cfg, seed: int, quiet: bool = False):
         return sample_bank(cfg, seed, progress=_RichProgress(progress))
 
 
-@ids_app.command("sample")
 def sample(
     config: Path = typer.Option(None, "--config", "-c", help="Factory config YAML (only `seed` and `identity:` are used)."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set identity.num_identities=1000."),
@@ -76,7 +76,6 @@ def sample(
     _print_stats(bank)
 
 
-@ids_app.command("from-images")
 def from_images(
     images_dir: Path = typer.Argument(..., metavar="DIR", help="One folder per identity: DIR/<identity>/<images>."),
     out: Path = typer.Option(..., "--out", "-o", help="Bank file to write (.parquet)."),
@@ -90,76 +89,39 @@ def from_images(
 
     Skipped files and dropped identities are listed (and kept in the bank's metadata).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from synthface.cli.faces import _load_config
+    from synthface.cli.faces import load_face_options
+    from synthface.cli.progress import count_bar
     from synthface.faces.analyzer import FaceAnalyzer
     from synthface.identity.bank import write_bank
     from synthface.identity.from_images import bank_from_images
 
-    cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer)
+    cfg, faces_cfg, models_dir = load_face_options(config, overrides, models, detector, recognizer)
     # renders and photos: faces can be small, so detect at identity.from_images.det_size (validated there)
     faces_cfg = faces_cfg.model_copy(update={"det_size": cfg.identity.from_images.det_size})
     analyzer = FaceAnalyzer.from_config(models_dir, faces_cfg)
-    with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("embed", total=None)
-        bank, report = bank_from_images(
-            images_dir, analyzer, cfg.identity, cfg.seed, batch_size=faces_cfg.batch_size,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    with count_bar("embedding", console) as progress:
+        bank, report = bank_from_images(images_dir, analyzer, cfg.identity, cfg.seed, batch_size=faces_cfg.batch_size, progress=progress)
     write_bank(bank, out)
-    # plain lines (not rich): file names must not be wrapped or styled
-    for s in report.skipped:
-        typer.echo(f"  skipped {s.path}: {s.reason}" + (f" ({s.detail})" if s.detail else ""))
-    for s in report.dropped:
-        typer.echo(f"  dropped identity {s.path}: {s.reason} ({s.detail})")
-    sc = report.screen
-    typer.echo(
-        f"wrote {out}: {report.identities} identities from {report.folders} folders "
-        f"({report.images_embedded}/{report.images_found} images embedded, {report.embedding_dim}-d); "
-        f"{len(report.skipped)} files skipped, {len(report.dropped)} identities dropped "
-        f"(screens: {sc['rejected_separation']} separation, {sc['rejected_novelty']} novelty)"
-    )
-    if report.embedding_dim != 512:
-        typer.echo(f"note: {report.embedding_dim}-d vectors: generation needs a bank made with a 512-d recognizer (Arc2Face's arcface.onnx)")
+    for line in report.lines(out):  # plain lines (not rich): file names must not be wrapped or styled
+        typer.echo(line)
     _print_stats(bank)
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def _print_stats(bank) -> None:
-    from synthface.identity.stats import bank_stats
+    from synthface.identity.stats import STAT_COLUMNS, bank_stats, stats_notes, stats_rows
 
     st = bank_stats(bank)
     table = Table(title=f"identity bank: {st['num_identities']:,} identities ({st['sampler']}, seed {st['seed']})")
     table.add_column("cosine")
-    for name in ("min", "median", "mean", "p99", "max"):
+    for name in STAT_COLUMNS:
         table.add_column(name, justify="right")
-    nn = st["nn_cosine"]
-    table.add_row("nearest neighbour in bank", *[_fmt(nn and nn[k]) for k in ("min", "median", "mean", "p99", "max")])
-    gal = st["max_gallery_cosine"]
-    if gal:
-        table.add_row(
-            f"max to gallery ({Path(st['gallery']).name if st['gallery'] else 'gallery'})",
-            *[_fmt(gal[k]) for k in ("min", "median", "mean", "p99", "max")],
-        )
-    else:
-        table.add_row("max to gallery", *["-"] * 5)
+    for label, cells in stats_rows(st):
+        table.add_row(label, *cells)
     console.print(table)
-    if st["nn_angle_min_degrees"] is not None:
-        console.print(f"smallest angle between two identities: {st['nn_angle_min_degrees']:.2f} degrees")
-    if st["screen"]:
-        sc = st["screen"]
-        console.print(
-            f"screens when sampled: rejected {sc['rejected_separation']} (separation), "
-            f"{sc['rejected_novelty']} (novelty); resampled {sc['resampled']}"
-        )
+    for line in stats_notes(st):
+        console.print(line)
 
 
-@ids_app.command("stats")
 def stats(
     bank_path: Path = typer.Argument(..., metavar="BANK.parquet", help="An identity bank written by `ids sample`."),
     plot: Path = typer.Option(None, "--plot", help="Also write a histogram PNG here."),

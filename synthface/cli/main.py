@@ -30,8 +30,6 @@ app = typer.Typer(
 )
 
 
-
-@app.command("version")
 def version() -> None:
     """Print the synthface version."""
     from importlib.metadata import version as pkg_version
@@ -39,7 +37,6 @@ def version() -> None:
     typer.echo(pkg_version("synthface"))
 
 
-@app.command("config")
 def show_config(
     config: str = typer.Option(None, "--config", "-c", help="Factory config YAML."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a key: --set generation.steps=10."),
@@ -53,6 +50,8 @@ def show_config(
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
 
 
+app.command("version")(version)
+app.command("config")(show_config)
 for module in (ids, generation, faces, dataset, eval_cmds, bench):
     module.register(app)
 
