@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.runner import load_average, warn_if_loaded
-
+from synthface.faces.align import estimate_transform, generated_like, warp_to_template
 
 BASELINE_DET_SIZE = 640  # the usual insightface detection size: every run measures it as the baseline
 
