@@ -75,10 +75,10 @@ def bench_faces(
     CPU rows always; CUDA rows too when onnxruntime-gpu sees a GPU. Baseline: 640-px detection,
     measured in the same run."""
     from bench.faces import BASELINE_DET_SIZE, faces_bench
-    from synthface.cli.faces import _load_config
+    from synthface.cli.faces import load_face_options
 
     sizes = parse_list(det_sizes, "--det-sizes", int, minimum=1)
-    _, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer, BASELINE_DET_SIZE)
+    _, faces_cfg, models_dir = load_face_options(config, overrides, models, detector, recognizer, BASELINE_DET_SIZE)
     faces_bench(images_dir, faces_cfg, models_dir, sizes, limit, repeat)
 
 
