@@ -106,7 +106,7 @@ def finalise_bench(
     from rich.console import Console
     from rich.table import Table
 
-    from bench.runner import load_average
+    from bench.runner import load_average, warn_if_loaded
 
     rows = []
     for n in sizes:
@@ -154,4 +154,5 @@ def finalise_bench(
             r["load"],
         )
     Console(width=200).print(table)
+    warn_if_loaded()
     return rows

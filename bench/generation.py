@@ -22,7 +22,6 @@ points at real ones: timing does not depend on weight values.
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import platform
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.random_models import default_size, write_random_model_folder
+from bench.runner import cpu_seconds, load_average, resolve_device, resolve_dtype, write_result
 from synthface.errors import ConfigError
 
 # The issue's FLOP budget for one 512x512 image with SD 1.5 (per UNet pass, per VAE decode).
@@ -70,6 +70,7 @@ class BenchOptions:
     overrides: tuple[str, ...] = ()  # extra --set generation.* overrides for every B row
     seed: int = 0
     json_path: str | None = None
+    threads: int | None = None  # torch CPU threads (None: torch's choice)
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Row:
     call_s: list[float] = field(default_factory=list)
     images_per_s: float = 0.0
     ms_per_image: float = 0.0
+    cpu_ms_per_image: float = 0.0  # CPU time of this process: reads a wall time taken on a loaded machine
     tflop_per_image: float = 0.0
     tflops_per_s: float = 0.0
     vs_reference: float | None = None
@@ -145,13 +147,14 @@ def time_calls(call: Callable[[int], Any], n_calls: int, images_per_call: int, d
     warmup = time.perf_counter() - start
     _reset_peak(device)
     call_s = []
-    start = time.perf_counter()
+    cpu0, start = cpu_seconds(), time.perf_counter()
     for i in range(n_calls):
         t0 = time.perf_counter()
         call(i)
         _sync(device)  # per-call times show the spread; the total is what images/s uses
         call_s.append(time.perf_counter() - t0)
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu0
     images = n_calls * images_per_call
     return {
         "call_s": call_s,
@@ -160,14 +163,17 @@ def time_calls(call: Callable[[int], Any], n_calls: int, images_per_call: int, d
         "images": images,
         "images_per_s": images / seconds,
         "ms_per_image": 1000.0 * seconds / images,
+        "cpu_ms_per_image": 1000.0 * cpu / images,
         "peak_mem_gib": _peak_gib(device),
     }
 
 
 def unet_passes(steps: int, guidance: float, guidance_fraction: float = 1.0) -> float:
-    """UNet passes per image: one per step, plus the unconditional pass on guided steps."""
-    guided = 0 if guidance <= 1.0 else min(steps, math.ceil(guidance_fraction * steps - 1e-9))
-    return float(steps + guided)
+    """UNet passes per image: one per step, plus the unconditional pass on the steps the
+    generator guides (its own count, ``guided_steps``)."""
+    from synthface.generation.generator import guided_steps
+
+    return float(steps + guided_steps(steps, guidance, guidance_fraction))
 
 
 def nominal_tflop(passes: float, height: int, width: int) -> float:
@@ -254,20 +260,11 @@ def load_generator(models_dir: Path, cfg, device, dtype):
 
 class GenerationBenchmark:
     def __init__(self, opts: BenchOptions, log: Callable[[str], None] = print):
-        import torch
-
         self.opts = opts
         self.log = log
-        if opts.device == "auto":
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(opts.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("bench generate: --device cuda asked for, but torch sees no CUDA device")
+        self.device = resolve_device(opts.device)
         on_cuda = self.device.type == "cuda"
-        self.dtype_name = opts.dtype if opts.dtype != "auto" else ("float16" if on_cuda else "float32")
-        if self.dtype_name not in ("float32", "float16", "bfloat16"):
-            raise ConfigError(f"bench generate: --dtype must be auto, float32, float16 or bfloat16, got {opts.dtype!r}")
+        self.dtype_name = str(resolve_dtype(opts.dtype, self.device)).replace("torch.", "")
         self.size = opts.size or default_size(opts.arch)
         self.batch_sizes = tuple(opts.batch_sizes or ((4, 8, 16, 32) if on_cuda else (4, 8)))
         unknown = set(opts.parts) - set(PARTS)
@@ -362,7 +359,7 @@ class GenerationBenchmark:
             row.error = f"{type(exc).__name__}: {exc}"[:500]
             self.log(f"  FAILED: {row.error}")
         finally:
-            del generator
+            generator = None  # drop the models before the next row loads its own
             _free(self.device)
         return self._add(row)
 
@@ -650,12 +647,7 @@ class GenerationBenchmark:
         }
 
     def _write_json(self) -> None:
-        if self.opts.json_path:
-            path = Path(self.opts.json_path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text(json.dumps(self.result(), indent=2, default=str), encoding="utf-8")
-            os.replace(tmp, path)
+        write_result(self.opts.json_path, self.result())
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -719,13 +711,32 @@ def machine_info(device) -> dict[str, Any]:
         "diffusers": diffusers.__version__,
         "device": str(device),
     }
-    try:
-        info["load_avg_1min"] = os.getloadavg()[0]
-    except OSError:
-        pass
+    load = load_average()
+    if load == load:  # NaN where the OS has no load average
+        info["load_avg_1min"] = load
     if getattr(device, "type", device) == "cuda":
         props = torch.cuda.get_device_properties(device)
         info["gpu"] = props.name
         info["gpu_mem_gib"] = props.total_memory / 2**30
         info["cuda"] = torch.version.cuda
     return info
+
+
+def default_json_path(arch: str, device: str) -> Path:
+    """Where a run's result goes unless --json says: runs/bench/generate-<arch>-<device>-<UTC time>.json."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Path("runs") / "bench" / f"generate-{arch}-{device.replace(':', '')}-{stamp}.json"
+
+
+def run_generation_bench(opts: BenchOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """One whole `bench generate` run: every asked-for part, the JSON rewritten after each row;
+    the random model folder removed at the end unless it lives in ``opts.work_dir``."""
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    bench = GenerationBenchmark(opts, log=log)
+    try:
+        return bench.run()
+    finally:
+        bench.close()

@@ -22,6 +22,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.runner import load_average, warn_if_loaded
 from pipelines.planning import plan_jobs
 from pipelines.shard_job import Stages
 
@@ -118,8 +119,6 @@ class SleepStages:
 def orchestration_bench(
     worker_counts: list[int], shards_per_worker: int, ids_per_shard: int, images_per_id: int, sleep_s: float
 ) -> list[dict]:
-    import os
-
     import ray
 
     from pipelines.dispatch import Dispatcher
@@ -181,6 +180,7 @@ def orchestration_bench(
             f"{r['img_per_s'] / r['ideal']:.1%}", f"{r['job_overhead_s']:.2f}+{r['shard_s']:.1f}",
         )
     Console().print(table)
+    warn_if_loaded()
     return rows
 
 
@@ -221,6 +221,7 @@ def shard_writer_bench(num_images: int, quality: int) -> dict:
         f"{row['writer_img_per_s'] / row['jpeg_only_img_per_s']:.1%}",
     )
     Console().print(table)
+    warn_if_loaded()
     return row
 
 
@@ -242,7 +243,6 @@ def overlap_bench(
     from pipelines.planning import ShardJob
     from pipelines.stages import build_stages
     from pipelines.worker import job_settings
-    from bench.runner import load_average
     from pipelines.config import FactoryConfig
 
     torch.set_num_threads(torch_threads)
@@ -286,6 +286,7 @@ def overlap_bench(
         ideal = f"{r['ideal_on_over_off']:.2f} ({r['generate_s']:.2f}, {r['analyze_s']:.2f})" if r["ideal_on_over_off"] else "-"
         table.add_row(r["row"], f"{r['off_img_per_s']:.1f}", f"{r['on_img_per_s']:.1f}", f"{r['on_over_off']:.2f}", ideal)
     Console().print(table)
+    warn_if_loaded()
     for r in rows:
         r.update(load_before=load_before, load_after=load_after)
     return rows

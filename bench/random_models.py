@@ -12,34 +12,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from synthface.models.tiny import sd_unet_config, sd_vae_config
+
 ARCHES = ("full", "tiny")
 
 # SD 1.5 / Arc2Face UNet (arc2face/config.json): 320/640/1280/1280, cross-attention 768.
-SD15_UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
+SD15_UNET = sd_unet_config(
+    ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    layers_per_block=2,
     cross_attention_dim=768,
-    attention_head_dim=8,
-    norm_num_groups=32,
 )
 # SD 1.5 VAE (vae/config.json).
-SD15_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=512,
-    scaling_factor=0.18215,
-)
+SD15_VAE = sd_vae_config((128, 256, 512, 512), layers_per_block=2, norm_num_groups=32)
 # CLIP ViT-L/14 text tower (Arc2Face encoder/config.json).
 CLIP_L14_TEXT = dict(
     vocab_size=49408,

@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from bench.runner import load_warning
+
 
 def _num(value: float | None, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
@@ -20,6 +22,7 @@ def rows_table(title: str, rows: list[dict[str, Any]], caption: str | None = Non
         ("steps/passes", "left"),
         ("img/s", "right"),
         ("ms/img", "right"),
+        ("cpu ms/img", "right"),
         ("warm-up s", "right"),
         ("peak GiB", "right"),
         ("TFLOP/s", "right"),
@@ -28,7 +31,7 @@ def rows_table(title: str, rows: list[dict[str, Any]], caption: str | None = Non
         table.add_column(name, justify=justify)
     for row in rows:
         if row.get("error"):
-            table.add_row(row["name"], str(row["batch_size"]), row["dtype"], "", "[red]failed[/]", row["error"][:60], "", "", "", "")
+            table.add_row(row["name"], str(row["batch_size"]), row["dtype"], "", "[red]failed[/]", row["error"][:60], "", "", "", "", "")
             continue
         table.add_row(
             row["name"],
@@ -37,6 +40,7 @@ def rows_table(title: str, rows: list[dict[str, Any]], caption: str | None = Non
             f"{row['steps']}/{row['unet_passes_per_image']:g}",
             _num(row["images_per_s"], ".3g"),
             _num(row["ms_per_image"], ".4g"),
+            _num(row.get("cpu_ms_per_image"), ".4g"),
             _num(row["warmup_s"], ".3g"),
             _num(row["peak_mem_gib"], ".2f"),
             _num(row["tflops_per_s"], ".3g"),
@@ -70,11 +74,9 @@ def render(result: dict[str, Any]) -> list[Table | str]:
     )
     out: list[Table | str] = [head]
     load, cpus = machine.get("load_avg_1min"), machine.get("host_cpus")
-    if load is not None and cpus and load > cpus:
-        out.append(
-            f"[bold yellow]warning:[/] load average {load:.1f} on {cpus} CPUs: other processes share this machine, "
-            "so these timings (and ratios) are unreliable"
-        )
+    warning = load_warning(load, cpus) if load is not None and cpus else None
+    if warning:
+        out.append(warning.replace("warning:", "[bold yellow]warning:[/]", 1))
     out.append(
         rows_table(
             "Same output (up to float rounding): A = reference pipeline, B = our generator",

@@ -8,11 +8,15 @@ compared with, in the same run.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 
-from eval.backbones import build_backbone
+from bench.runner import load_average, resolve_device, warn_if_loaded, write_result
+from eval.backbones import BACKBONES, build_backbone
 from eval.config import LossConfig
 from eval.losses import build_head
 from eval.train import TrainModule
@@ -57,6 +61,33 @@ def measure(backbone: str, batch_size: int, steps: int, warmup: int, device: str
         "images_per_s": round(steps * batch_size / seconds, 2),
         "threads": torch.get_num_threads(),
     }
+
+
+def train_bench(backbones: list[str] | None, batch_size: int, steps: int, warmup: int, device: str | None, amp: bool,
+                echo: Callable[[str], None] = print, json_path: str | None = None) -> dict:
+    """Every backbone (fp32, and AMP too on CUDA), images/s with the ratio to the first; the
+    result also written to ``json_path``."""
+    from synthface.errors import ConfigError
+
+    names = backbones or []
+    unknown = [b for b in names if b not in BACKBONES]
+    if not names or unknown:
+        raise ConfigError(f"--backbones: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(BACKBONES)}")
+    device = str(resolve_device(device))
+    runs = []
+    for name in names:
+        for use_amp in [False, True] if device.startswith("cuda") and amp else [False]:
+            runs.append(measure(name, batch_size, steps, warmup, device, use_amp))
+    base = runs[0]["images_per_s"]
+    echo(f"training throughput on {device} (batch {batch_size}, {steps} timed steps, torch threads {runs[0]['threads']}):")
+    for r in runs:
+        r["ratio_to_baseline"] = round(r["images_per_s"] / base, 3)
+        label = f"{r['backbone']}{' amp' if r['amp'] else ''}"
+        echo(f"  {label:<22} {r['images_per_s']:>9.1f} images/s   x{r['ratio_to_baseline']:.3f} vs {runs[0]['backbone']}")
+    warn_if_loaded(echo)
+    result = {"device": device, "runs": runs}
+    write_result(json_path, result)
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -146,3 +177,50 @@ def measure_reader(spec, data_cfg, workers: int, batches: int, warmup: int = 3) 
         "per_wall_s_per_worker": images / wall / max(workers, 1),
         "shape": [cfg.batch_size, 3, 112, 112],
     }
+
+
+def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, batches: int, shuffle_buffer: int,
+                 echo: Callable[[str], None] = print, json_path: str | None = None) -> dict:
+    """`bench train --reader-only`: the DataLoader's images per CPU-second (per core) and per
+    wall-second, for each worker count, against bare decoding of the same JPEG bytes; without
+    ``data``, a temporary pattern dataset."""
+    from eval.config import DataConfig
+    from eval.data import resolve_dataset
+    from synthface.errors import ConfigError
+
+    if not workers or min(workers) < 0:
+        raise ConfigError("--workers: give worker counts >= 0")
+    with tempfile.TemporaryDirectory(prefix="synthface-reader-") as tmp:
+        if data is None:
+            from eval.toydata import write_pattern_dataset
+
+            data = str(write_pattern_dataset(os.path.join(tmp, "ds"), num_classes=100, images_per_class=40, shards=4))
+            echo(f"dataset: temporary pattern dataset, 4,000 JPEGs of 112x112 in 4 shards ({data})")
+        spec = resolve_dataset(data)
+        cfg = DataConfig(batch_size=batch_size, shuffle_buffer=shuffle_buffer)
+        echo(
+            f"cpu cores {os.cpu_count()}, load average at start {load_average():.2f}; batch {batch_size}, "
+            f"augmentation: flip {cfg.flip}, colour jitter {cfg.color_jitter}, greyscale {cfg.grayscale_prob}; shuffle buffer {shuffle_buffer}"
+        )
+        jpegs = read_jpegs(spec, 2000)
+        decode = measure_decode(jpegs)
+        base = decode["simplejpeg"]["per_cpu_s"]
+        echo(f"bare decoding of {len(jpegs):,} JPEGs from the shards (mean {sum(map(len, jpegs)) / len(jpegs):,.0f} bytes), one process:")
+        for name, r in decode.items():
+            echo(f"  {name:<12} {r['per_cpu_s']:>8.0f} images per CPU-second  {r['per_wall_s']:>8.0f} per wall-second")
+        runs = []
+        for w in workers:
+            r = measure_reader(spec, cfg, w, batches)
+            r["ratio_to_decode"] = r["per_cpu_s"] / base
+            r["load"] = load_average()
+            runs.append(r)
+            echo(
+                f"reader, {w} worker(s): {r['per_cpu_s']:>8.0f} images per CPU-second (all loader processes) = "
+                f"{r['ratio_to_decode']:.2f} x bare simplejpeg decoding; {r['per_wall_s']:.0f} images per wall-second "
+                f"({r['per_wall_s_per_worker']:.0f} per worker); load {r['load']:.1f}"
+            )
+    echo(f"load average at end {load_average():.2f}: per CPU-second figures hold under load better than per wall-second ones")
+    warn_if_loaded(echo)
+    result = {"decode": decode, "reader": runs}
+    write_result(json_path, result)
+    return result

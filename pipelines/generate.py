@@ -53,6 +53,15 @@ class GenerateResult:
     def ok(self) -> bool:
         return not self.failed
 
+    def summary(self) -> str:
+        """One line: what the dataset holds and what this run did."""
+        ds = self.dataset
+        return (
+            f"{self.out}: {ds.get('num_images', 0)} images of {ds.get('num_classes', 0)} identities in "
+            f"{len(ds.get('shards', []))} shards (acceptance {ds.get('acceptance_rate', 0):.1%}; "
+            f"{self.skipped} shards resumed, {self.done} generated, {self.retries} retries)"
+        )
+
 
 AUTH_HINT = (
     "the cluster may use Ray token authentication (RAY_AUTH_MODE=token, on by default for "

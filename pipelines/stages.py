@@ -35,13 +35,13 @@ def build_stages(cfg: FactoryConfig) -> Stages:
     )
 
 
-def make_reference(cfg: FactoryConfig):
-    """Reference mode's image source (the bank's identity images), or None when it is off."""
+def make_reference(cfg: FactoryConfig, bank=None):
+    """Reference mode's image source (the identity images of ``bank``, default run.bank), or None when it is off."""
     if not cfg.generation.reference.enabled:
         return None
     from synthface.generation.reference import ReferenceSource
 
-    return ReferenceSource.from_bank(cfg.run.bank, cfg.generation.reference)
+    return ReferenceSource.from_bank(bank if bank is not None else cfg.run.bank, cfg.generation.reference)
 
 
 def make_jitter(cfg: FactoryConfig):

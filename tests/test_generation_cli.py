@@ -112,7 +112,7 @@ def test_sample_missing_models_folder(cli, bank, tmp_path):
 
 
 def test_parse_ids_lists_ranges_and_refuses_bad_ones():
-    from synthface.cli.generation import parse_ids
+    from pipelines.sample import parse_ids
     from synthface.errors import InputDataError
 
     assert parse_ids("0, 2,5-7,2") == [0, 2, 5, 6, 7]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from synthface.cli.bench import bench_app
-
 
 def _setup_logging() -> None:
     import logging
@@ -45,12 +43,7 @@ def generate(
 
     cfg = load_factory_config(config, list(overrides or []) + ([f"run.bank={bank}"] if bank else []))
     result = run_generate(cfg, out, ray_address=ray_address, restart=restart, verify_models=verify)
-    ds = result.dataset
-    typer.echo(
-        f"{result.out}: {ds.get('num_images', 0)} images of {ds.get('num_classes', 0)} identities in "
-        f"{len(ds.get('shards', []))} shards (acceptance {ds.get('acceptance_rate', 0):.1%}; "
-        f"{result.skipped} shards resumed, {result.done} generated, {result.retries} retries)"
-    )
+    typer.echo(result.summary())
     ensure_complete(result)
 
 
@@ -120,66 +113,6 @@ def card(out: str = typer.Argument(..., help="Dataset folder or fsspec URL.")) -
     typer.echo(write_card(out))
 
 
-def bench_orchestration(
-    workers: str = typer.Option("1,2,4,8", help="Worker counts to measure."),
-    shards_per_worker: int = typer.Option(4, help="Shard jobs per worker in each measurement."),
-    ids_per_shard: int = typer.Option(4),
-    images_per_id: int = typer.Option(8),
-    sleep_ms: float = typer.Option(25.0, help="Fake generation time per image."),
-) -> None:
-    """Orchestration efficiency: a sleeping fake generator, images/s against ideal per worker count."""
-    _setup_logging()
-    from bench.orchestration import orchestration_bench
-
-    orchestration_bench(
-        [int(w) for w in workers.split(",")], shards_per_worker, ids_per_shard, images_per_id, sleep_ms / 1000.0
-    )
-
-
-def bench_overlap(
-    models: str = typer.Option(None, "--models", help="Model folder (default: a fresh tiny one)."),
-    size: int = typer.Option(64, help="Image side in px."),
-    steps: int = typer.Option(4, help="Denoising steps."),
-    batch_size: int = typer.Option(8, help="run.batch_size = generation.batch_size."),
-    ids: int = typer.Option(4, help="Identities per shard job."),
-    images_per_id: int = typer.Option(8),
-    jobs: int = typer.Option(2, help="Shard jobs per measurement."),
-    repeats: int = typer.Option(3, help="Measurements per setting (median), after one warm-up round."),
-    sleep_ms: float = typer.Option(0.0, help="The GPU stand-in's time per image (0 = the measured analysis time per image)."),
-    threads: int = typer.Option(1, help="torch threads of the tiny generator."),
-    full_image: bool = typer.Option(False, help="Also encode the full image (run.write_full_image)."),
-) -> None:
-    """run.overlap off vs on in one worker loop: images/s of each and their ratio, with the load average."""
-    from bench.orchestration import overlap_bench
-
-    overlap_bench(models, size, steps, batch_size, ids, images_per_id, jobs, repeats, sleep_ms, threads, full_image)
-
-
-def bench_shard_writer(
-    images: int = typer.Option(2000, help="Aligned crops to write."),
-    quality: int = typer.Option(95, help="JPEG quality."),
-) -> None:
-    """Shard writer throughput (images/s on one core), against raw JPEG encoding as the baseline."""
-    from bench.orchestration import shard_writer_bench
-
-    shard_writer_bench(images, quality)
-
-
-def bench_finalise(
-    sizes: str = typer.Option("20000,100000,1000000", help="Numbers of class centres."),
-    dim: int = typer.Option(512, help="Centre dimension."),
-    duplicates: float = typer.Option(0.001, help="Fraction of classes planted as duplicates of earlier ones."),
-    tau: float = typer.Option(0.6, help="filter.tau_inter."),
-    brute_force_max: int = typer.Option(20000, help="Also run N x N brute force up to this N (the recall baseline)."),
-    threads: int = typer.Option(2, help="torch threads."),
-) -> None:
-    """Finalising at scale: time and peak memory of the dataset-wide duplicate decision, and its
-    recall against brute force and against the planted duplicates."""
-    from bench.finalise import finalise_bench
-
-    finalise_bench([int(s) for s in sizes.split(",")], dim, duplicates, tau, brute_force_max, threads)
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.command("generate")(generate)
@@ -187,7 +120,3 @@ def register(app: typer.Typer) -> None:
     app.command("finalise")(finalise)
     app.command("audit")(audit)
     app.command("card")(card)
-    bench_app.command("orchestration")(bench_orchestration)
-    bench_app.command("shard-writer")(bench_shard_writer)
-    bench_app.command("finalise")(bench_finalise)
-    bench_app.command("overlap")(bench_overlap)

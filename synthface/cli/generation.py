@@ -1,8 +1,7 @@
 """CLI commands of the generation stage.
 
 - ``synthface models download|check|init-tiny``: the local model folder;
-- ``synthface sample``: a few identities from a bank -> images + a contact sheet;
-- ``synthface bench sample``: CPU/GPU time per image of the generator at several batch sizes.
+- ``synthface sample``: a few identities from a bank -> images + a contact sheet.
 """
 
 from __future__ import annotations
@@ -11,14 +10,9 @@ from pathlib import Path
 
 import typer
 
-from bench.runner import load_average
-from synthface.cli.bench import bench_app
-
-models_app = typer.Typer(help="The local model folder: download, check, tiny test folder.", no_args_is_help=True)
 
 
 # ---------------------------------------------------------------- models
-@models_app.command("download")
 def models_download(
     to: Path = typer.Option(..., "--to", help="Model folder to fill (created if needed)."),
     lcm_lora: bool = typer.Option(False, "--lcm-lora", help="Also fetch the optional LCM-LoRA (few-step mode)."),
@@ -61,7 +55,6 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
-@models_app.command("check")
 def models_check(
     folder: Path = typer.Argument(..., help="Model folder."),
     verify: bool = typer.Option(
@@ -75,65 +68,35 @@ def models_check(
     stops with a message naming it (exit 2).
     """
     from rich.console import Console
-    from rich.table import Table
 
     from synthface.errors import MissingModelError
-    from synthface.models.check import check, missing_folder_message
+    from synthface.models.check import check, check_recorded, missing_folder_message
 
     report = check(folder)
     if not report.exists:
         raise MissingModelError(missing_folder_message(folder))
-    recorded = (report.manifest or {}).get("files") or {}
+    Console(width=160).print(_files_table(folder, report))
+    if report.missing_required:
+        typer.echo(report.missing_message())
+        raise typer.Exit(1)
+    typer.echo(report.present_message())
+    typer.echo(check_recorded(folder, report.recorded, verify))
+
+
+_STATUS = {"ok": "[green]ok[/]", "missing": "[red]MISSING[/]", "absent": "[yellow]optional, absent[/]"}
+
+
+def _files_table(folder: Path, report):
+    from rich.table import Table
+
     table = Table(title=f"model folder {folder} (origin: {report.origin})", show_lines=False)
     for col in ("status", "file", "size", "sha256", "part", "how to get it"):
         table.add_column(col, overflow="fold", no_wrap=col == "file")
-    for s in report.files:
-        if s.present:
-            status = "[green]ok[/]"
-        elif s.file.required:
-            status = "[red]MISSING[/]"
-        else:
-            status = "[yellow]optional, absent[/]"
-        how = "" if s.present else f"{s.file.repo} : {s.file.repo_path}"
-        entry = recorded.get(s.found_as or s.file.path)
-        pin = "-" if entry is None else ("pinned" if entry.get("pinned") else "unpinned")
-        table.add_row(status, s.found_as or s.file.path, _size(s.size), pin, s.file.part, how)
-    Console(width=160).print(table)
-    missing = report.missing_required
-    if missing:
-        typer.echo(
-            f"{len(missing)} required file(s) missing: get them with `synthface models download --to {folder}` "
-            f"(or `synthface models init-tiny DIR` for a tiny test folder)"
-        )
-        raise typer.Exit(1)
-    absent = sorted({s.file.extra for s in report.files if s.file.extra and not s.present})
-    names = {"lcm-lora": "LCM-LoRA", "controlnet": "pose ControlNet", "exp-adapter": "expression adapter"}
-    extra = "".join(
-        f"; {names.get(e, e)} absent (optional: `synthface models download --to {folder} --{e}`)" for e in absent
-    )
-    typer.echo(f"all required model files present{extra}")
-    _check_recorded(folder, recorded, verify)
+    for state, name, size, pin, part, how in report.rows():
+        table.add_row(_STATUS[state], name, _size(size), pin, part, how)
+    return table
 
 
-def _check_recorded(folder: Path, recorded: dict, verify: bool) -> None:
-    from synthface.models.integrity import check_files
-
-    if not recorded and not verify:
-        typer.echo(
-            f"no sha256 recorded in {folder}/synthface-models.json: `generate` will refuse this folder until "
-            f"you record them with `synthface models record {folder}`"
-        )
-        return
-    checked = check_files(folder, full=verify)  # raises ModelIntegrityError naming the file
-    pinned = sum(1 for e in checked.values() if e["pinned"])
-    how = "re-hashed, sha256 matches" if verify else "size + mtime match (re-hash with --verify)"
-    typer.echo(
-        f"{len(checked)} recorded file(s) checked: {how}; {pinned} pinned to a known-good sha256, "
-        f"{len(checked) - pinned} unpinned"
-    )
-
-
-@models_app.command("record")
 def models_record(folder: Path = typer.Argument(..., help="Model folder.")) -> None:
     """Hash the model files now in FOLDER into its synthface-models.json.
 
@@ -152,7 +115,6 @@ def models_record(folder: Path = typer.Argument(..., help="Model folder.")) -> N
     typer.echo(f"recorded {len(files)} file(s) in {folder}/synthface-models.json ({pinned} pinned to a known-good sha256)")
 
 
-@models_app.command("init-tiny")
 def models_init_tiny(
     folder: Path = typer.Argument(..., help="Folder to write (must be empty, absent, or an earlier tiny folder)."),
     lcm_lora: bool = typer.Option(False, "--lcm-lora", help="Also write a tiny random LCM-LoRA."),
@@ -160,81 +122,15 @@ def models_init_tiny(
     exp_adapter: bool = typer.Option(False, "--exp-adapter", help="Also write a tiny random expression adapter."),
 ) -> None:
     """Write a tiny random-weight model folder (same classes, layout and file formats as the real one)."""
-    from synthface.errors import RunStateError
-    from synthface.models.check import read_manifest
+    from synthface.models.check import prepare_tiny_target
     from synthface.models.tiny import init_tiny
 
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        manifest = read_manifest(folder) if folder.is_dir() else None
-        if not manifest or manifest.get("origin") != "tiny-random":
-            raise RunStateError(
-                f"refusing to write a tiny model folder into {folder}: it is not empty and not an earlier tiny "
-                "folder (it may hold real weights); choose an empty folder"
-            )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunStateError(f"cannot create the model folder {folder}: {exc.strerror or exc}") from None
+    prepare_tiny_target(folder)
     init_tiny(folder, with_lcm_lora=lcm_lora, with_controlnet=controlnet, with_exp_adapter=exp_adapter)
     typer.echo(f"tiny random-weight model folder written: {folder}")
 
 
 # ---------------------------------------------------------------- sample
-MAX_SAMPLE_IDS = 1000  # `sample` holds every image for its contact sheet; datasets are `generate`'s job
-
-
-def parse_ids(text: str, limit: int = MAX_SAMPLE_IDS) -> list[int]:
-    """``"0,1,5-7"`` -> [0, 1, 5, 6, 7]; more than ``limit`` ids is an error (counted before expanding)."""
-    from synthface.errors import InputDataError
-
-    ranges: list[range] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part[1:]:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if hi < lo:
-                    raise InputDataError(f"--ids: range {part!r} is empty (write it low-high, e.g. {hi}-{lo})")
-                ranges.append(range(lo, hi + 1))
-            else:
-                ranges.append(range(int(part), int(part) + 1))
-    except ValueError:
-        raise InputDataError(f"--ids: expected comma-separated integers or ranges like 0,1,5-7, got {text!r}") from None
-    count = sum(len(r) for r in ranges)
-    if count > limit:
-        raise InputDataError(
-            f"--ids: {count:,} identities; `sample` shows at most {limit} (use `synthface generate` for a dataset)"
-        )
-    ids = [i for r in ranges for i in r]
-    if not ids or min(ids) < 0:
-        raise InputDataError(f"--ids: expected non-negative identity ids, got {text!r}")
-    return list(dict.fromkeys(ids))
-
-
-def read_bank_vectors(path: Path, wanted: list[int]):
-    """Embeddings of ``wanted`` ids from an identity bank -> float32 [len(wanted), 512]."""
-    import numpy as np
-
-    from synthface.errors import InputDataError
-    from synthface.identity.bank import read_bank
-
-    bank = read_bank(path)
-    index = {int(i): row for row, i in enumerate(bank.ids)}
-    absent = [i for i in wanted if i not in index]
-    if absent:
-        raise InputDataError(f"{path}: no identities with ids {absent[:10]} (the bank has {len(bank.ids)} identities)")
-    return np.asarray(bank.embeddings, dtype=np.float32)[[index[i] for i in wanted]]
-
-
-def jitter_fn(cfg):
-    """The identity stage's per-image jitter bound to the run seed and ``identity.jitter``."""
-    from synthface.identity.jitter import jitter_identity
-
-    return lambda vector, identity_id, index: jitter_identity(vector, cfg.seed, identity_id, index, cfg.identity.jitter)
-
-
 def sample(
     models: Path = typer.Option(None, "--models", help="Model folder (default: models_dir of the config)."),
     bank: Path = typer.Option(..., "--bank", help="Identity bank Parquet file."),
@@ -246,94 +142,14 @@ def sample(
     jitter: bool = typer.Option(True, "--jitter/--no-jitter", help="Per-image identity jitter (identity stage)."),
 ) -> None:
     """Generate a few identities from a bank: PNGs plus a contact sheet (identities x images)."""
-    import json
-    import time
-
-    import numpy as np
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from synthface.errors import InputDataError
+    from pipelines.sample import sample as run_sample
+    from synthface.cli.progress import rate_bar
     from pipelines.config import load_factory_config
-    from synthface.generation.loading import require_generator_files
-    from synthface.imaging import contact_sheet, save_png
-    from synthface.seeds import image_seed
 
     cfg = load_factory_config(config, overrides)
-    models_dir = models or Path(cfg.models_dir)
-    require_generator_files(models_dir)  # fail before the slow imports
-    wanted = parse_ids(ids)
-    vectors = read_bank_vectors(bank, wanted)
-    jitter_vec = jitter_fn(cfg) if jitter and cfg.identity.jitter.enabled else None
-    from synthface.generation.controls import control_sampler
-
-    controls = control_sampler(cfg.generation, cfg.seed)  # checks the control pools before the model load
-    try:  # before the slow model load, so a bad --out fails at once
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputDataError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
-
-    reference = None
-    if cfg.generation.reference.enabled:
-        from synthface.generation.reference import ReferenceSource
-
-        reference = ReferenceSource.from_bank(bank, cfg.generation.reference)
-    jobs = []  # (identity id, image index, vector, seed, reference input or None)
-    for identity, vector in zip(wanted, vectors):
-        for index in range(per_id):
-            v = np.asarray(jitter_vec(vector, identity, index) if jitter_vec else vector, dtype=np.float32)
-            ref = reference.candidate(cfg.seed, identity, index, v) if reference else None
-            jobs.append((identity, index, ref.vector if ref else v, image_seed(cfg.seed, identity, index), ref))
-
-    from synthface.generation.generator import Arc2FaceGenerator  # heavy: torch, diffusers
-
-    t0 = time.perf_counter()
-    generator = Arc2FaceGenerator.from_folder(models_dir, cfg.generation)
-    load_s = time.perf_counter() - t0
-
-    images: dict[tuple[int, int], np.ndarray] = {}
-    t0 = time.perf_counter()
-    columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task("sample", total=len(jobs), rate="")
-        batch = cfg.generation.batch_size
-        for start in range(0, len(jobs), batch):
-            chunk = jobs[start : start + batch]
-            kwargs = controls.generate_kwargs([controls.for_candidate(j[0], j[1]) for j in chunk]) if controls else {}
-            if reference:
-                kwargs["reference_images"] = [j[4].image for j in chunk]
-            result = generator.generate(np.stack([j[2] for j in chunk]), [j[3] for j in chunk], **kwargs)
-            for (identity, index, *_), image in zip(chunk, result):
-                images[identity, index] = image
-                save_png(image, out / f"{identity:07d}_{index:03d}.png")
-            done = start + len(chunk)
-            progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - t0):.2f} img/s")
-    gen_s = time.perf_counter() - t0
-
-    sheet = contact_sheet(
-        [[images[i, k] for k in range(per_id)] for i in wanted], row_labels=[f"id {i}" for i in wanted]
-    )
-    save_png(sheet, out / "contact_sheet.png")
-    meta = {
-        "generator": generator.describe(),
-        "seed": cfg.seed,
-        "bank": str(bank),
-        "jitter": jitter_vec is not None,
-        "images": [
-            {"id": i, "index": k, "seed": s, "file": f"{i:07d}_{k:03d}.png",
-             **({"controls": controls.for_candidate(i, k).record()} if controls else {}),
-             **({"reference": ref.record} if ref else {})}
-            for i, k, _, s, ref in jobs
-        ],
-        "load_seconds": round(load_s, 3),
-        "generate_seconds": round(gen_s, 3),
-    }
-    (out / "sample.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    typer.echo(
-        f"wrote {len(jobs)} images of {len(wanted)} identities and contact_sheet.png to {out} "
-        f"({gen_s / len(jobs):.3f} s/image, {generator.describe()['scheduler']} x{generator.steps} steps, "
-        f"jitter {'on' if jitter_vec else 'off'}"
-        + (f", reference strength {cfg.generation.reference.strength}" if reference else "") + ")"
-    )
+    with rate_bar("sampling", digits=2) as progress:
+        result = run_sample(cfg, bank, ids, per_id, out, models or Path(cfg.models_dir), jitter=jitter, progress=progress)
+    typer.echo(result.summary())
 
 
 # ---------------------------------------------------------------- pose pool
@@ -360,73 +176,13 @@ def pose_pool(
     typer.echo(f"wrote {len(paths)} normal maps ({size}x{size}) to {out}")
 
 
-# ---------------------------------------------------------------- bench
-@bench_app.command("sample")
-def bench_sample(
-    models: Path = typer.Option(None, "--models", help="Model folder (default: a fresh tiny folder in a temp dir)."),
-    batch_sizes: str = typer.Option("1,4", "--batch-sizes", help="Batch sizes to time; the first is the baseline."),
-    images: int = typer.Option(8, "--images", min=1, help="Images generated per batch size (after one warm-up batch)."),
-    size: int = typer.Option(64, "--size", min=64, help="Image height and width."),
-    steps: int = typer.Option(10, "--steps", min=1, help="Sampling steps."),
-    config: str = typer.Option(None, "--config", "-c", help="Factory config YAML (generation section used)."),
-    overrides: list[str] = typer.Option(None, "--set", help="Override a key: --set generation.guidance=1.0."),
-    threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
-) -> None:
-    """Time per image of Arc2FaceGenerator at several batch sizes (ratio vs the first batch size)."""
-    import os
-    import tempfile
-    import time
-
-    import numpy as np
-    import torch
-
-    from pipelines.config import load_factory_config
-    from synthface.generation.generator import Arc2FaceGenerator
-    from synthface.models.tiny import init_tiny
-
-    from synthface.errors import ConfigError
-
-    try:
-        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise ConfigError(f"--batch-sizes: expected comma-separated positive integers, got {batch_sizes!r}")
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = load_factory_config(config, [f"generation.height={size}", f"generation.width={size}", f"generation.steps={steps}", *(overrides or [])])
-    tmp = None
-    if models is None:
-        tmp = tempfile.TemporaryDirectory(prefix="synthface-tiny-")
-        models = init_tiny(tmp.name, with_face_models=False)
-    vectors = np.random.default_rng(0).standard_normal((max(sizes + [images]), 512)).astype(np.float32)
-    rows = []
-    for b in sizes:
-        gen_cfg = cfg.generation.model_copy(update={"batch_size": b})
-        generator = Arc2FaceGenerator.from_folder(models, gen_cfg)
-        generator.generate(vectors[:b], list(range(b)))  # warm-up (lazy init, compile)
-        n = max(b, images - images % b)
-        t0, c0 = time.perf_counter(), time.process_time()
-        generator.generate(vectors[:n], list(range(n)))
-        rows.append((b, n, (time.perf_counter() - t0) / n, (time.process_time() - c0) / n))
-    base = rows[0][2]
-    d = generator.describe()
-    typer.echo(
-        f"device {d['device']} dtype {d['dtype']} threads {torch.get_num_threads()} | {size}x{size}, "
-        f"{d['scheduler']} x{d['steps']} steps, guidance {d['guidance']} | models {models}"
-    )
-    # CPU seconds help read wall times taken on a shared, loaded machine.
-    typer.echo(f"{'batch':>5} {'images':>6} {'wall s/image':>12} {'cpu s/image':>11} {'speed-up vs batch ' + str(rows[0][0]):>22}")
-    for b, n, per, cpu in rows:
-        typer.echo(f"{b:>5} {n:>6} {per:>12.4f} {cpu:>11.4f} {base / per:>22.2f}x")
-    load = load_average()
-    typer.echo(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
-    if tmp is not None:
-        tmp.cleanup()
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    models_app = typer.Typer(help="The local model folder: download, check, tiny test folder.", no_args_is_help=True)
+    models_app.command("download")(models_download)
+    models_app.command("check")(models_check)
+    models_app.command("record")(models_record)
+    models_app.command("init-tiny")(models_init_tiny)
     app.add_typer(models_app, name="models")
     app.command("sample")(sample)
     app.command("pose-pool")(pose_pool)

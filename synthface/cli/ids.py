@@ -1,25 +1,22 @@
-"""`synthface ids ...`: sample an identity bank, summarise it; `synthface bench ids`."""
+"""`synthface ids ...`: sample an identity bank, summarise it."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.runner import load_average
-from synthface.cli.bench import bench_app
-
-ids_app = typer.Typer(
-    help="Identity bank: novel identity vectors on the ArcFace hypersphere.", no_args_is_help=True
-)
 console = Console()
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    ids_app = typer.Typer(help="Identity bank: novel identity vectors on the ArcFace hypersphere.", no_args_is_help=True)
+    ids_app.command("sample")(sample)
+    ids_app.command("from-images")(from_images)
+    ids_app.command("stats")(stats)
     app.add_typer(ids_app, name="ids")
 
 
@@ -50,7 +47,6 @@ def _sample_with_progress(cfg, seed: int, quiet: bool = False):
         return sample_bank(cfg, seed, progress=_RichProgress(progress))
 
 
-@ids_app.command("sample")
 def sample(
     config: Path = typer.Option(None, "--config", "-c", help="Factory config YAML (only `seed` and `identity:` are used)."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set identity.num_identities=1000."),
@@ -80,7 +76,6 @@ def sample(
     _print_stats(bank)
 
 
-@ids_app.command("from-images")
 def from_images(
     images_dir: Path = typer.Argument(..., metavar="DIR", help="One folder per identity: DIR/<identity>/<images>."),
     out: Path = typer.Option(..., "--out", "-o", help="Bank file to write (.parquet)."),
@@ -94,76 +89,39 @@ def from_images(
 
     Skipped files and dropped identities are listed (and kept in the bank's metadata).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from synthface.cli.faces import _load_config
+    from synthface.cli.faces import load_face_options
+    from synthface.cli.progress import count_bar
     from synthface.faces.analyzer import FaceAnalyzer
     from synthface.identity.bank import write_bank
     from synthface.identity.from_images import bank_from_images
 
-    cfg, faces_cfg, models_dir = _load_config(config, overrides, models, detector, recognizer)
+    cfg, faces_cfg, models_dir = load_face_options(config, overrides, models, detector, recognizer)
     # renders and photos: faces can be small, so detect at identity.from_images.det_size (validated there)
     faces_cfg = faces_cfg.model_copy(update={"det_size": cfg.identity.from_images.det_size})
     analyzer = FaceAnalyzer.from_config(models_dir, faces_cfg)
-    with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("embed", total=None)
-        bank, report = bank_from_images(
-            images_dir, analyzer, cfg.identity, cfg.seed, batch_size=faces_cfg.batch_size,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    with count_bar("embedding", console) as progress:
+        bank, report = bank_from_images(images_dir, analyzer, cfg.identity, cfg.seed, batch_size=faces_cfg.batch_size, progress=progress)
     write_bank(bank, out)
-    # plain lines (not rich): file names must not be wrapped or styled
-    for s in report.skipped:
-        typer.echo(f"  skipped {s.path}: {s.reason}" + (f" ({s.detail})" if s.detail else ""))
-    for s in report.dropped:
-        typer.echo(f"  dropped identity {s.path}: {s.reason} ({s.detail})")
-    sc = report.screen
-    typer.echo(
-        f"wrote {out}: {report.identities} identities from {report.folders} folders "
-        f"({report.images_embedded}/{report.images_found} images embedded, {report.embedding_dim}-d); "
-        f"{len(report.skipped)} files skipped, {len(report.dropped)} identities dropped "
-        f"(screens: {sc['rejected_separation']} separation, {sc['rejected_novelty']} novelty)"
-    )
-    if report.embedding_dim != 512:
-        typer.echo(f"note: {report.embedding_dim}-d vectors: generation needs a bank made with a 512-d recognizer (Arc2Face's arcface.onnx)")
+    for line in report.lines(out):  # plain lines (not rich): file names must not be wrapped or styled
+        typer.echo(line)
     _print_stats(bank)
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def _print_stats(bank) -> None:
-    from synthface.identity.stats import bank_stats
+    from synthface.identity.stats import STAT_COLUMNS, bank_stats, stats_notes, stats_rows
 
     st = bank_stats(bank)
     table = Table(title=f"identity bank: {st['num_identities']:,} identities ({st['sampler']}, seed {st['seed']})")
     table.add_column("cosine")
-    for name in ("min", "median", "mean", "p99", "max"):
+    for name in STAT_COLUMNS:
         table.add_column(name, justify="right")
-    nn = st["nn_cosine"]
-    table.add_row("nearest neighbour in bank", *[_fmt(nn and nn[k]) for k in ("min", "median", "mean", "p99", "max")])
-    gal = st["max_gallery_cosine"]
-    if gal:
-        table.add_row(
-            f"max to gallery ({Path(st['gallery']).name if st['gallery'] else 'gallery'})",
-            *[_fmt(gal[k]) for k in ("min", "median", "mean", "p99", "max")],
-        )
-    else:
-        table.add_row("max to gallery", *["-"] * 5)
+    for label, cells in stats_rows(st):
+        table.add_row(label, *cells)
     console.print(table)
-    if st["nn_angle_min_degrees"] is not None:
-        console.print(f"smallest angle between two identities: {st['nn_angle_min_degrees']:.2f} degrees")
-    if st["screen"]:
-        sc = st["screen"]
-        console.print(
-            f"screens when sampled: rejected {sc['rejected_separation']} (separation), "
-            f"{sc['rejected_novelty']} (novelty); resampled {sc['resampled']}"
-        )
+    for line in stats_notes(st):
+        console.print(line)
 
 
-@ids_app.command("stats")
 def stats(
     bank_path: Path = typer.Argument(..., metavar="BANK.parquet", help="An identity bank written by `ids sample`."),
     plot: Path = typer.Option(None, "--plot", help="Also write a histogram PNG here."),
@@ -190,83 +148,3 @@ def stats(
         console.print(f"wrote {plot_histograms(bank, plot)}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     console.print(f"peak memory (max RSS of this process) {peak_mib:,.0f} MiB")
-
-
-@bench_app.command("ids")
-def bench_ids(
-    sizes: str = typer.Option("1000,10000,100000", "--sizes", help="Comma-separated bank sizes N."),
-    config: Path = typer.Option(None, "--config", "-c", help="Factory config YAML (the `identity:` section is used)."),
-    overrides: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set identity.packed.steps=50."),
-    queries: int = typer.Option(20_000, "--queries", min=1, help="Random rows whose exact nearest neighbour (against all N) measures separation."),
-    optimise_up_to: int = typer.Option(
-        100_000, "--optimise-up-to", min=0,
-        help="Largest N for the optimised packed sampler (its neighbour passes cost N^2: hours at 1M on a CPU).",
-    ),
-) -> None:
-    """Uniform vs packed identity banks: time, peak memory and exact separation for each N.
-
-    Rows: `uniform` (the baseline: the draw alone), `packed-optimised`
-    (packed.start uniform: a whole `ids sample` minus the file write) and
-    `packed-code` (packed.start code, same). Each runs in a fresh process.
-    Separation: the exact nearest neighbour of the same random queries against
-    all N, for every sampler; gains are uniform's figure minus the sampler's.
-    """
-    import os
-
-    from bench.ids import SAMPLERS, Job, run_in_child
-    from synthface.errors import ConfigError
-    from pipelines.config import load_factory_config
-
-    try:
-        ns = [int(s) for s in sizes.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--sizes: expected comma-separated integers, got {sizes!r}") from None
-    if not ns or min(ns) < 2:
-        raise ConfigError("--sizes: give at least one size, each >= 2")
-    base = load_factory_config(config, overrides)
-    out = console if console.is_terminal else Console(width=220)
-    out.print(f"cpu cores {os.cpu_count()}, load average at start {load_average():.2f}", highlight=False)
-    rows = []
-    for n in ns:
-        for label, (sampler, start) in SAMPLERS.items():
-            if label == "packed-optimised" and n > optimise_up_to:
-                out.print(f"N={n:,} {label}: skipped (above --optimise-up-to {optimise_up_to:,})", highlight=False)
-                continue
-            identity = base.identity.model_copy(update={"num_identities": n, "sampler": sampler})
-            identity = identity.model_copy(update={"packed": identity.packed.model_copy(update={"start": start})})
-            job = Job(n, label, identity.model_dump(mode="json"), base.seed, queries, draw_only=label == "uniform")
-            r = run_in_child(job)
-            r["load"] = load_average()
-            rows.append(r)
-            stages = ", ".join(f"{k} {v:.1f}s" for k, v in r["stages"].items())
-            out.print(
-                f"N={n:,} {label}: {r['seconds']:.1f}s (cpu {r['cpu_seconds']:.1f}s; {stages}), peak {r['peak_gib']:.2f} GiB; "
-                f"exact NN of {r['queries']:,} queries in {r['measure_seconds']:.1f}s: max {r['max']:.4f}, "
-                f"p99.9 {r['p999']:.4f}, mean {r['mean']:.4f}; load {r['load']:.1f}",
-                highlight=False,
-            )
-
-    table = Table(title="identity samplers vs uniform (baseline): time, peak memory, exact nearest-neighbour cosine of random queries")
-    for col in ("N", "sampler", "time s", "cpu s", "peak GiB", "queries", "max NN", "p99.9 NN", "mean NN",
-                "max gain", "p99.9 gain", "time ~ N^p"):
-        table.add_column(col, justify="right")
-    uniform = {r["n"]: r for r in rows if r["label"] == "uniform"}
-    previous: dict[str, dict] = {}
-    for r in rows:
-        u = uniform.get(r["n"])
-        growth = "-"
-        prev = previous.get(r["label"])
-        if prev is not None and prev["n"] != r["n"]:
-            growth = f"p = {math.log(r['seconds'] / prev['seconds']) / math.log(r['n'] / prev['n']):.2f}"
-        previous[r["label"]] = r
-        table.add_row(
-            f"{r['n']:,}", r["label"], f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}", f"{r['peak_gib']:.2f}",
-            f"{r['queries']:,}", f"{r['max']:.4f}", f"{r['p999']:.4f}", f"{r['mean']:.4f}",
-            "-" if u is None or u is r else f"{u['max'] - r['max']:+.4f}",
-            "-" if u is None or u is r else f"{u['p999'] - r['p999']:+.4f}",
-            growth,
-        )
-    # Piped to a file (how benchmark results are kept) rich would squeeze the
-    # table into 80 columns and cut the figures to "0.19…".
-    out.print(table)
-    out.print(f"load average at end {load_average():.2f} (other work on the machine slows every timing)", highlight=False)

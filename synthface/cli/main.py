@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.console import Console
 
-from synthface.cli import bench, bench_generate, dataset, eval_cmds, faces, generation, ids
+from synthface.cli import bench, dataset, eval_cmds, faces, generation, ids
 from synthface.errors import SynthfaceError
 
 app = typer.Typer(
@@ -30,8 +30,6 @@ app = typer.Typer(
 )
 
 
-
-@app.command("version")
 def version() -> None:
     """Print the synthface version."""
     from importlib.metadata import version as pkg_version
@@ -39,7 +37,6 @@ def version() -> None:
     typer.echo(pkg_version("synthface"))
 
 
-@app.command("config")
 def show_config(
     config: str = typer.Option(None, "--config", "-c", help="Factory config YAML."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a key: --set generation.steps=10."),
@@ -53,7 +50,9 @@ def show_config(
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
 
 
-for module in (ids, generation, faces, dataset, eval_cmds, bench_generate, bench):
+app.command("version")(version)
+app.command("config")(show_config)
+for module in (ids, generation, faces, dataset, eval_cmds, bench):
     module.register(app)
 
 _err = Console(stderr=True)

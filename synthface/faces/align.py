@@ -70,3 +70,16 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = CROP_SIZE) 
     if matrix is None:
         return None
     return warp_to_template(image, matrix, size)
+
+
+GENERATED_SIZE = 512  # Arc2Face's output side
+
+
+def generated_like(image: np.ndarray, landmarks: np.ndarray, size: int = GENERATED_SIZE) -> tuple[np.ndarray, np.ndarray] | None:
+    """``image`` warped to a ``size``-px ArcFace-framed face (how Arc2Face frames its outputs),
+    and where its landmarks land; None when the transform cannot be estimated."""
+    matrix = estimate_transform(landmarks, CROP_SIZE)
+    if matrix is None:
+        return None
+    matrix = matrix * (size / CROP_SIZE)
+    return warp_to_template(image, matrix, size), transform_points(landmarks, matrix).astype(np.float32)

@@ -106,6 +106,21 @@ class ImagesReport:
             "screen": self.screen,
         }
 
+    def lines(self, out) -> list[str]:
+        """What ``ids from-images`` prints: skipped files, dropped identities, the summary, notes."""
+        lines = [f"  skipped {s.path}: {s.reason}" + (f" ({s.detail})" if s.detail else "") for s in self.skipped]
+        lines += [f"  dropped identity {s.path}: {s.reason} ({s.detail})" for s in self.dropped]
+        sc = self.screen
+        lines.append(
+            f"wrote {out}: {self.identities} identities from {self.folders} folders "
+            f"({self.images_embedded}/{self.images_found} images embedded, {self.embedding_dim}-d); "
+            f"{len(self.skipped)} files skipped, {len(self.dropped)} identities dropped "
+            f"(screens: {sc['rejected_separation']} separation, {sc['rejected_novelty']} novelty)"
+        )
+        if self.embedding_dim != 512:
+            lines.append(f"note: {self.embedding_dim}-d vectors: generation needs a bank made with a 512-d recognizer (Arc2Face's arcface.onnx)")
+        return lines
+
 
 def bank_from_images(
     root: str | Path,

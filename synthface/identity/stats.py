@@ -48,6 +48,37 @@ def bank_stats(bank: IdentityBank) -> dict:
     }
 
 
+STAT_COLUMNS = ("min", "median", "mean", "p99", "max")
+
+
+def stats_rows(st: dict) -> list[tuple[str, list[str]]]:
+    """The summary table of :func:`bank_stats`: (row label, one cell per ``STAT_COLUMNS``)."""
+
+    def cells(summary: dict | None) -> list[str]:
+        return ["-" if summary is None or summary[k] is None else f"{summary[k]:.4f}" for k in STAT_COLUMNS]
+
+    gallery = st["max_gallery_cosine"]
+    if gallery:
+        label = f"max to gallery ({Path(st['gallery']).name if st['gallery'] else 'gallery'})"
+    else:
+        label = "max to gallery"
+    return [("nearest neighbour in bank", cells(st["nn_cosine"])), (label, cells(gallery or None))]
+
+
+def stats_notes(st: dict) -> list[str]:
+    """The lines printed under the table: the smallest angle, the screen counts."""
+    notes = []
+    if st["nn_angle_min_degrees"] is not None:
+        notes.append(f"smallest angle between two identities: {st['nn_angle_min_degrees']:.2f} degrees")
+    if st["screen"]:
+        sc = st["screen"]
+        notes.append(
+            f"screens when sampled: rejected {sc['rejected_separation']} (separation), "
+            f"{sc['rejected_novelty']} (novelty); resampled {sc['resampled']}"
+        )
+    return notes
+
+
 def plot_histograms(bank: IdentityBank, path: str | Path) -> Path:
     """Write a PNG: histogram of nearest-neighbour cosine (and of gallery cosine when present)."""
     import matplotlib

@@ -38,6 +38,62 @@ class FolderReport:
     def origin(self) -> str:
         return (self.manifest or {}).get("origin", "unknown")
 
+    @property
+    def recorded(self) -> dict:
+        """The files recorded in synthface-models.json: path -> {sha256, size, pinned}."""
+        return (self.manifest or {}).get("files") or {}
+
+    def rows(self) -> list[tuple[str, str, int | None, str, str, str]]:
+        """One row per layout file: (state, name, size, pin, part, how to get it); state is
+        ``ok``, ``missing`` (required) or ``absent`` (optional); pin is ``pinned``, ``unpinned``
+        or ``-`` (not recorded)."""
+        rows = []
+        for s in self.files:
+            state = "ok" if s.present else ("missing" if s.file.required else "absent")
+            entry = self.recorded.get(s.found_as or s.file.path)
+            pin = "-" if entry is None else ("pinned" if entry.get("pinned") else "unpinned")
+            how = "" if s.present else f"{s.file.repo} : {s.file.repo_path}"
+            rows.append((state, s.found_as or s.file.path, s.size, pin, s.file.part, how))
+        return rows
+
+    def missing_message(self) -> str:
+        """What to do about missing required files."""
+        return (
+            f"{len(self.missing_required)} required file(s) missing: get them with "
+            f"`synthface models download --to {self.root}` (or `synthface models init-tiny DIR` for a tiny test folder)"
+        )
+
+    def present_message(self) -> str:
+        """All required files present, and how to get each absent optional part."""
+        absent = sorted({s.file.extra for s in self.files if s.file.extra and not s.present})
+        extra = "".join(
+            f"; {_EXTRA_NAMES.get(e, e)} absent (optional: `synthface models download --to {self.root} --{e}`)"
+            for e in absent
+        )
+        return f"all required model files present{extra}"
+
+
+_EXTRA_NAMES = {"lcm-lora": "LCM-LoRA", "controlnet": "pose ControlNet", "exp-adapter": "expression adapter"}
+
+
+def check_recorded(root: str | Path, recorded: dict, verify: bool) -> str:
+    """Compare the folder's files with their recorded sizes (and, with ``verify``, sha256); the
+    one-line outcome. A differing file raises ModelIntegrityError naming it."""
+    from synthface.models.integrity import check_files
+
+    if not recorded and not verify:
+        return (
+            f"no sha256 recorded in {root}/synthface-models.json: `generate` will refuse this folder until "
+            f"you record them with `synthface models record {root}`"
+        )
+    checked = check_files(root, full=verify)
+    pinned = sum(1 for e in checked.values() if e["pinned"])
+    how = "re-hashed, sha256 matches" if verify else "size + mtime match (re-hash with --verify)"
+    return (
+        f"{len(checked)} recorded file(s) checked: {how}; {pinned} pinned to a known-good sha256, "
+        f"{len(checked) - pinned} unpinned"
+    )
+
 
 def _find(root: Path, f: ModelFile) -> tuple[str | None, int | None]:
     for name in (f.path, *f.alternatives):
@@ -73,6 +129,24 @@ def missing_folder_message(root: Path) -> str:
         f"model folder not found: {root}. Get the weights with `synthface models download --to {root}` "
         f"(or `synthface models init-tiny {root}` for a tiny random-weight test folder)"
     )
+
+
+def prepare_tiny_target(folder: Path) -> None:
+    """Create ``folder`` for a tiny random-weight model folder; refuse one that is not empty
+    and not an earlier tiny folder (it may hold real weights)."""
+    from synthface.errors import RunStateError
+
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        manifest = read_manifest(folder) if folder.is_dir() else None
+        if not manifest or manifest.get("origin") != "tiny-random":
+            raise RunStateError(
+                f"refusing to write a tiny model folder into {folder}: it is not empty and not an earlier tiny "
+                "folder (it may hold real weights); choose an empty folder"
+            )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunStateError(f"cannot create the model folder {folder}: {exc.strerror or exc}") from None
 
 
 def require(root: str | Path, paths: list[str]) -> Path:

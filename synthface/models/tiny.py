@@ -166,20 +166,46 @@ def write_legacy_text_encoder(model, folder: Path, dtype=None) -> None:
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
 
 
+def sd_unet_config(down_block_types, up_block_types, block_out_channels, layers_per_block: int, cross_attention_dim: int) -> dict:
+    """``UNet2DConditionModel`` arguments of an SD-1.5-style UNet (4 latent channels, 64x64
+    latents for 512 px, 8-wide attention heads, 32 norm groups) with the given blocks and widths.
+    The tiny UNet here and the benchmark's full-size one are both made from it."""
+    return dict(
+        sample_size=64,  # 512 px / 8, as SD 1.5
+        in_channels=4,
+        out_channels=4,
+        down_block_types=tuple(down_block_types),
+        up_block_types=tuple(up_block_types),
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def sd_vae_config(block_out_channels, layers_per_block: int, norm_num_groups: int) -> dict:
+    """``AutoencoderKL`` arguments of SD's VAE layout (four levels: 8x down-sampling, 4 latent
+    channels, SD's latent scaling) with the given widths."""
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        latent_channels=4,
+        norm_num_groups=norm_num_groups,
+        sample_size=512,
+        scaling_factor=0.18215,
+    )
+
+
 def tiny_unet(cross_attention_dim: int = TINY_TEXT_WIDTH):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=64,  # 512 px / 8, as SD 1.5
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8,
-        norm_num_groups=32,
+        **sd_unet_config(("DownBlock2D", "CrossAttnDownBlock2D"), ("CrossAttnUpBlock2D", "UpBlock2D"), (32, 64), 1, cross_attention_dim)
     )
 
 
@@ -187,18 +213,7 @@ def tiny_vae():
     from diffusers import AutoencoderKL
 
     # Four levels like SD's VAE (8x down-sampling), very few channels.
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=512,
-        scaling_factor=0.18215,
-    )
+    return AutoencoderKL(**sd_vae_config((8, 8, 16, 16), layers_per_block=1, norm_num_groups=8))
 
 
 def write_tiny_lcm_lora(unet, folder: Path, rank: int = 4) -> Path:
