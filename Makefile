@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # `make demo`: tiny random-weight models, a small identity bank, generate,
 # verify and the dataset card, all under out/demo (offline, CPU, minutes).

@@ -32,9 +32,9 @@ app = typer.Typer(
 
 def version() -> None:
     """Print the synthface version."""
-    from importlib.metadata import version as pkg_version
+    from synthface.version import synthface_version
 
-    typer.echo(pkg_version("synthface"))
+    typer.echo(synthface_version())
 
 
 def show_config(

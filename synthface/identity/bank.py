@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from synthface.errors import ConfigError, InputDataError
+from synthface.errors import InputDataError
 from synthface.files import atomic_path
 from synthface.identity.config import EMBEDDING_DIM, IdentityConfig
 from synthface.version import synthface_version
