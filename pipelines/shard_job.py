@@ -187,123 +187,130 @@ def _generate_and_analyse(
         times["analyze_wait_s"] += staged.stage2_wait_s
 
 
-def run_shard_job(
-    job: ShardJob,
-    embeddings: np.ndarray,
-    stages: Stages,
-    settings: JobSettings,
-    output: Output,
-    attempt: int = 0,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Generate, analyse, filter and commit one shard; returns its stats.
+@dataclass
+class Candidates:
+    """Everything a job's rounds produced, keyed by (identity, index)."""
 
-    Rounds: every identity first gets ``first_round`` candidates (indices 0..);
-    after each round, every identity of the round is judged by the filter on all
-    its candidates so far, and those with fewer than ``images_per_id`` accepted
-    get a top-up round with the next indices (see :func:`next_round_size`) until
-    they have enough or their cap is spent. A class keeps its first
-    ``images_per_id`` accepted images by index; later ones are ``surplus``.
+    results: dict[tuple[int, int], Any]  # FaceResult per candidate
+    full_images: dict[tuple[int, int], bytes]  # encoded at once: full-size arrays would not fit
+    records: dict[tuple[int, int], dict]  # per-candidate input records (jitter, reference)
+    seeds: dict[tuple[int, int], int]
+    controls: dict[tuple[int, int], Any]  # each candidate's controls; {} when all are off
+    generated: dict[int, int]  # candidates per identity: indices 0..generated[i]-1
+    decisions: dict[int, Any]  # the filter's last ClassDecision per identity
+    rounds: int
+
+
+@dataclass
+class ClassOutcome:
+    """Which accepted images each identity keeps, and why a class is dropped or flagged."""
+
+    members: dict[int, set[int]]  # the kept image indices of each class
+    reasons: dict[int, str | None]  # None = kept
+    flags: dict[int, list[str]]  # kept, but marked (short_classes / filter.inter_action: flag)
+
+
+def generate_rounds(
+    ids: list[int], embeddings: np.ndarray, stages: Stages, settings: JobSettings, class_size: int, cap: int, times: Counter
+) -> Candidates:
+    """Generate, analyse and filter candidates in rounds until each class has ``class_size``
+    accepted images or has spent ``cap`` candidates.
+
+    Every identity first gets ``first_round`` candidates (indices 0..); after each round,
+    each identity of the round is judged by the filter on all its candidates so far, and
+    those with fewer than ``class_size`` accepted get a top-up round with the next indices
+    (:func:`next_round_size`).
     """
-    t0 = time.perf_counter()
-    started_at = time.time()
-    times = Counter()
-    generator_info = stages.generator.describe()
-    # per sample: what shaped the image; the full description (paths, speed
-    # switches) goes once into the shard stats, so tars do not depend on paths
-    sample_generator = {k: v for k, v in generator_info.items() if k in SAMPLE_GENERATOR_KEYS}
-    ids = list(range(job.id_start, job.id_stop))
-    class_size = job.images_per_id or settings.images_per_id
-    cap = candidate_cap(class_size, job.max_candidates_per_id or settings.max_candidates_per_id)
     same_space = stages.id_filter.target_applies(embeddings.shape[1], stages.analyzer.embedding_dim)
-
-    results: dict[tuple[int, int], Any] = {}
-    full_images: dict[tuple[int, int], bytes] = {}  # encoded at once: full-size arrays would not fit
-    records: dict[tuple[int, int], dict] = {}
-    seeds: dict[tuple[int, int], int] = {}
-    # each candidate's controls, from (run seed, id, index) only; stays {} when all are off
-    controls: dict[tuple[int, int], Any] = {}
-    generated = {i: 0 for i in ids}  # candidates so far: indices 0..generated[i]-1
-    decisions = {}
+    c = Candidates({}, {}, {}, {}, {}, {i: 0 for i in ids}, {}, 0)
     todo = {i: first_round(class_size, settings.oversample, cap) for i in ids}
-    rounds = 0
     while todo:
-        plan = [(i, k) for i in ids if i in todo for k in range(generated[i], generated[i] + todo[i])]
-        seeds.update((p, image_seed(settings.run_seed, *p)) for p in plan)
+        plan = [(i, k) for i in ids if i in todo for k in range(c.generated[i], c.generated[i] + todo[i])]
+        c.seeds.update((p, image_seed(settings.run_seed, *p)) for p in plan)
         if stages.controls is not None:
-            controls.update((p, stages.controls.for_candidate(*p)) for p in plan)
-        _generate_and_analyse(plan, embeddings, stages, settings, seeds, results, full_images, times, records, controls)
-        rounds += 1
+            c.controls.update((p, stages.controls.for_candidate(*p)) for p in plan)
+        _generate_and_analyse(plan, embeddings, stages, settings, c.seeds, c.results, c.full_images, times, c.records, c.controls)
+        c.rounds += 1
         # Judge each class of the round on all its candidates (the filter is class-wide:
         # a new image can move the centre). The bank embedding is the target where the
         # filter's target_applies says so; otherwise the class is judged by its centre.
         t = time.perf_counter()
         for i in todo:
-            generated[i] += todo[i]
+            c.generated[i] += todo[i]
             target = embeddings[i] if same_space else None
-            decisions[i] = stages.id_filter.filter_class(target, [results[(i, k)] for k in range(generated[i])])
+            c.decisions[i] = stages.id_filter.filter_class(target, [c.results[(i, k)] for k in range(c.generated[i])])
         times["filter_s"] += time.perf_counter() - t
         todo = {
             i: m for i in todo
-            if (m := next_round_size(class_size, _accepted(decisions[i]), generated[i], cap, settings.oversample))
+            if (m := next_round_size(class_size, _accepted(c.decisions[i]), c.generated[i], cap, settings.oversample))
         }
+    return c
 
-    # The class: class_size of its accepted images (first by index, or balanced by yaw); short classes as configured.
-    t = time.perf_counter()
-    members: dict[int, set[int]] = {}
-    class_reasons: dict[int, str | None] = {}
-    class_flags: dict[int, list[str]] = {}  # kept, but marked (short_classes / filter.inter_action: flag)
+
+def decide_classes(ids: list[int], c: Candidates, stages: Stages, settings: JobSettings, class_size: int) -> ClassOutcome:
+    """Each class keeps ``class_size`` of its accepted images (first by index, or balanced by
+    yaw); short classes are dropped or flagged as configured; then the shard's classes are
+    checked against each other (``run.inter_class``)."""
+    out = ClassOutcome({}, {}, {})
     for i in ids:
-        d = decisions[i]
-        accepted = [(k, head_pose_fields(results[(i, k)])["yaw"]) for k, img in enumerate(d.images) if img.accepted]
-        members[i] = set(keep_for_class(accepted, class_size, settings.yaw_target_std))
-        short = len(members[i]) < class_size
+        d = c.decisions[i]
+        accepted = [(k, head_pose_fields(c.results[(i, k)])["yaw"]) for k, img in enumerate(d.images) if img.accepted]
+        out.members[i] = set(keep_for_class(accepted, class_size, settings.yaw_target_std))
+        short = len(out.members[i]) < class_size
         if not d.kept:
-            class_reasons[i] = d.reason
+            out.reasons[i] = d.reason
         elif short and settings.short_classes == "drop":
-            class_reasons[i] = SHORT_CLASS_REASON
+            out.reasons[i] = SHORT_CLASS_REASON
         else:
-            class_reasons[i] = None
+            out.reasons[i] = None
             if short:
-                class_flags.setdefault(i, []).append(SHORT_CLASS_REASON)
+                out.flags.setdefault(i, []).append(SHORT_CLASS_REASON)
     if settings.inter_class in ("shard", "dataset"):
-        kept = [i for i in ids if class_reasons[i] is None and decisions[i].centre is not None]
+        kept = [i for i in ids if out.reasons[i] is None and c.decisions[i].centre is not None]
         if len(kept) > 1:
-            centres = np.stack([decisions[i].centre for i in kept]).astype(np.float32)
+            centres = np.stack([c.decisions[i].centre for i in kept]).astype(np.float32)
             drop = stages.id_filter.drops_inter_duplicates
             for i, reason in stages.id_filter.inter_class(np.array(kept, dtype=np.int64), centres).items():
                 if drop:
-                    class_reasons[int(i)] = reason
+                    out.reasons[int(i)] = reason
                 else:
-                    class_flags.setdefault(int(i), []).append(reason)
-    times["filter_s"] += time.perf_counter() - t
+                    out.flags.setdefault(int(i), []).append(reason)
+    return out
 
-    t = time.perf_counter()
-    writer = ShardWriter(output, job.index, jpeg_quality=settings.jpeg_quality)
+
+def candidate_reason(decision, class_reason: str | None, is_member: bool) -> str | None:
+    """Why a candidate is not in the dataset (None: it is): its own rejection first, then its
+    class's, then ``surplus`` for an accepted image beyond the class size."""
+    if not decision.accepted:
+        return decision.reason
+    if class_reason is not None:
+        return class_reason
+    return None if is_member else SURPLUS_REASON
+
+
+def write_candidates(
+    writer: ShardWriter, ids: list[int], c: Candidates, outcome: ClassOutcome, settings: JobSettings, sample_generator: dict
+) -> Counter:
+    """One parquet row per candidate and one tar sample per kept image; returns the reason counts."""
     reasons = Counter()
     for i in ids:
-        class_reason = class_reasons[i]
-        class_flag = ",".join(class_flags.get(i, [])) or None
-        for k in range(generated[i]):
-            result, decision = results[(i, k)], decisions[i].images[k]
-            if not decision.accepted:
-                reason = decision.reason
-            elif class_reason is not None:
-                reason = class_reason
-            else:
-                reason = None if k in members[i] else SURPLUS_REASON
+        class_reason = outcome.reasons[i]
+        class_flag = ",".join(outcome.flags.get(i, [])) or None
+        for k in range(c.generated[i]):
+            result, decision = c.results[(i, k)], c.decisions[i].images[k]
+            reason = candidate_reason(decision, class_reason, k in outcome.members[i])
             accepted = reason is None
             reasons[reason or "accepted"] += 1
-            record = records.get((i, k), {})
+            record = c.records.get((i, k), {})
             reference = record.get("reference")
             pose = head_pose_fields(result)
-            control_record = controls[(i, k)].record() if controls else {}
+            control_record = c.controls[(i, k)].record() if c.controls else {}
             writer.add_candidate(
                 {
                     "key": sample_key(i, k),
                     "id": i,
                     "index": k,
-                    "seed": seeds[(i, k)],
+                    "seed": c.seeds[(i, k)],
                     "accepted": accepted,
                     "reason": reason,
                     "sim_target": _f(decision.sim_target),
@@ -329,7 +336,7 @@ def run_shard_job(
                     k,
                     result.aligned,
                     {
-                        "seed": seeds[(i, k)],
+                        "seed": c.seeds[(i, k)],
                         "shard": writer.name,
                         "sim_target": _f(decision.sim_target),
                         "sim_centre": _f(decision.sim_centre),
@@ -342,29 +349,67 @@ def run_shard_job(
                         **record,
                         **({"class_flag": class_flag} if class_flag else {}),
                     },
-                    full_image=full_images.get((i, k)),
+                    full_image=c.full_images.get((i, k)),
                 )
     # the centres of the classes that hold samples: the dataset-wide duplicate check
     # (pipelines/finalise.py) and the leakage audit compare them without reading images
-    with_samples = [i for i in ids if class_reasons[i] is None and decisions[i].centre is not None and members[i]]
+    with_samples = [i for i in ids if outcome.reasons[i] is None and c.decisions[i].centre is not None and outcome.members[i]]
     if with_samples:
-        writer.set_centres(np.array(with_samples), np.stack([decisions[i].centre for i in with_samples]))
-    num_candidates = sum(generated.values())
-    num_kept = sum(1 for r in class_reasons.values() if r is None)
+        writer.set_centres(np.array(with_samples), np.stack([c.decisions[i].centre for i in with_samples]))
+    return reasons
+
+
+def run_shard_job(
+    job: ShardJob,
+    embeddings: np.ndarray,
+    stages: Stages,
+    settings: JobSettings,
+    output: Output,
+    attempt: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Generate, analyse, filter and commit one shard; returns its stats.
+
+    Rounds (:func:`generate_rounds`) until each class has ``images_per_id`` accepted
+    images or its cap is spent; then the classes (:func:`decide_classes`): a class keeps
+    its first ``images_per_id`` accepted images by index (later ones are ``surplus``);
+    then one parquet row per candidate and one tar sample per kept image, committed
+    with the shard's stats.
+    """
+    t0 = time.perf_counter()
+    started_at = time.time()
+    times = Counter()
+    generator_info = stages.generator.describe()
+    # per sample: what shaped the image; the full description (paths, speed
+    # switches) goes once into the shard stats, so tars do not depend on paths
+    sample_generator = {k: v for k, v in generator_info.items() if k in SAMPLE_GENERATOR_KEYS}
+    ids = list(range(job.id_start, job.id_stop))
+    class_size = job.images_per_id or settings.images_per_id
+    cap = candidate_cap(class_size, job.max_candidates_per_id or settings.max_candidates_per_id)
+
+    candidates = generate_rounds(ids, embeddings, stages, settings, class_size, cap, times)
+    t = time.perf_counter()
+    outcome = decide_classes(ids, candidates, stages, settings, class_size)
+    times["filter_s"] += time.perf_counter() - t
+
+    t = time.perf_counter()
+    writer = ShardWriter(output, job.index, jpeg_quality=settings.jpeg_quality)
+    reasons = write_candidates(writer, ids, candidates, outcome, settings, sample_generator)
+    num_candidates = sum(candidates.generated.values())
     stats = {
         "id_start": job.id_start,
         "id_stop": job.id_stop,
         "num_ids": job.num_ids,
         "images_per_id": class_size,
         "max_candidates_per_id": cap,
-        "num_classes_kept": num_kept,
+        "num_classes_kept": sum(1 for r in outcome.reasons.values() if r is None),
         "reasons": dict(sorted(reasons.items())),
-        "class_reasons": dict(sorted(Counter(r for r in class_reasons.values() if r).items())),
-        "class_flags": dict(sorted(Counter(f for fl in class_flags.values() for f in fl).items())),
+        "class_reasons": dict(sorted(Counter(r for r in outcome.reasons.values() if r).items())),
+        "class_flags": dict(sorted(Counter(f for fl in outcome.flags.values() for f in fl).items())),
         "acceptance_rate": (reasons["accepted"] / num_candidates) if num_candidates else 0.0,
         # the real GPU cost of the data: candidates generated per image written
         "candidates_per_image": (num_candidates / reasons["accepted"]) if reasons["accepted"] else None,
-        "rounds": rounds,
+        "rounds": candidates.rounds,
         "topup_candidates": num_candidates - len(ids) * first_round(class_size, settings.oversample, cap),
         "generator": generator_info,
         **({"controls": stages.controls.describe()} if stages.controls is not None else {}),
