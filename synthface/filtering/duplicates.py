@@ -38,9 +38,10 @@ def neighbours(x: np.ndarray, k: int, others: np.ndarray | None = None) -> tuple
 def close_pairs(x: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair ``i < j`` of rows of ``x`` (unit norm) with cosine >= ``tau``:
     (i int64[P], j int64[P], cosine float32[P]), sorted by (i, j)."""
-    from synthface.neighbours import pairs_above
+    from synthface.neighbours import pairs_above, resolve_device
 
-    pairs = pairs_above(np.ascontiguousarray(x, np.float32), tau)
+    # all pairs of K centres is O(K^2): ~2 h at 1M on two CPU cores, seconds on a GPU
+    pairs = pairs_above(np.ascontiguousarray(x, np.float32), tau, device=resolve_device("auto"))
     order = np.lexsort((pairs.j, pairs.i))
     return pairs.i[order], pairs.j[order], pairs.sims[order]
 
