@@ -8,18 +8,17 @@ from "a different dataset" and refuse the latter unless ``--restart``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import fsspec
 
 from pipelines.config import EXECUTION_ONLY_KEYS
 from synthface.config import changed_keys, hash_json
 from synthface.errors import RunStateError
+from synthface.files import sha256_file
 from synthface.models.layout import MANIFEST
 from synthface.shards.manifest import (
     AUDIT_FILE,
@@ -62,14 +61,6 @@ def run_config_hash(cfg_data: dict[str, Any]) -> str:
     return hash_json(output_config(cfg_data))
 
 
-def file_sha256(url: str) -> str:
-    digest = hashlib.sha256()
-    with fsspec.open(url, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def models_identity(models_dir: str) -> dict[str, Any]:
     """Which models a folder holds, from its synthface-models.json (origin and part
     ids/revisions, not the time it was written); empty when there is none."""
@@ -91,7 +82,7 @@ def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int) -> dict[st
     return {
         "config": cfg_data,
         "config_hash": run_config_hash(cfg_data),
-        "bank": {"path": bank_url, "sha256": file_sha256(bank_url), "num_ids": num_ids},
+        "bank": {"path": bank_url, "sha256": sha256_file(bank_url), "num_ids": num_ids},
         "models": models_identity(cfg_data.get("models_dir", "")),
         "synthface_version": synthface_version(),
     }

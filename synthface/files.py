@@ -1,4 +1,4 @@
-"""Atomic local file writes: the one place that writes a temp file beside the target and renames it.
+"""Atomic local file writes (the one temp-file-and-rename) and the one file sha256.
 
 A reader (or a resumed run) sees either the old file or the whole new one, never a
 half-written file, even when the process is killed mid-write. S3 writes are atomic
@@ -8,6 +8,7 @@ its local side.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -65,3 +66,14 @@ def write_text_atomic(path: str | Path, text: str, *, fsync: bool = False) -> Pa
 
 def write_json_atomic(path: str | Path, data: Any, *, indent: int = 2, sort_keys: bool = False) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def sha256_file(path_or_url: str | Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file, read in chunks: a local path or any fsspec URL (e.g. an s3:// bank)."""
+    import fsspec
+
+    digest = hashlib.sha256()
+    with fsspec.open(str(path_or_url), "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -16,7 +16,6 @@ checked against a known-good value shipped here (``pinned``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from synthface.errors import MissingModelError, ModelIntegrityError
-from synthface.files import write_text_atomic
+from synthface.files import sha256_file, write_text_atomic
 from synthface.models.layout import DETECTOR_ONNX, MANIFEST, MODEL_FILES
 
 # Hashes of files whose mtime no longer matches the manifest (e.g. after a
 # copy), keyed by size + mtime, so a folder is hashed once, not every run.
 HASH_CACHE = ".synthface-hash-cache.json"
-CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -53,14 +51,6 @@ KNOWN_SHA256: dict[str, KnownFile] = {
         "insightface buffalo_l v0.7 det_10g.onnx = antelopev2 scrfd_10g_bnkps.onnx (docs/generation.md)",
     ),
 }
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_record(root: Path, rel: str, source: str) -> dict[str, Any]:
