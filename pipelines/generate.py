@@ -264,7 +264,7 @@ def _generate_locked(
             worker_cfg = worker_config(cfg_data)
 
             def make_actor():
-                return actor_cls.remote(worker_cfg, output.url, embeddings_ref, stages_factory)
+                return actor_cls.remote(worker_cfg, output.url, embeddings_ref, stages_factory, record["config_hash"])
 
             workers = min(cfg.run.workers, len(todo))
             dispatcher = Dispatcher(

@@ -23,7 +23,9 @@ from synthface.shards.storage import Output
 from synthface.shards.writer import warm_up as writer_warm_up
 
 
-def job_settings(cfg: FactoryConfig) -> JobSettings:
+def job_settings(cfg: FactoryConfig, config_hash: str | None = None) -> JobSettings:
+    """``config_hash``: the driver's run identity. Workers must get it from the driver: their
+    config has paths made absolute (``worker_config``), which would hash differently."""
     return JobSettings(
         run_seed=cfg.seed,
         images_per_id=cfg.run.images_per_id,
@@ -31,7 +33,7 @@ def job_settings(cfg: FactoryConfig) -> JobSettings:
         jpeg_quality=cfg.run.jpeg_quality,
         write_full_image=cfg.run.write_full_image,
         inter_class=cfg.run.inter_class,
-        config_hash=run_config_hash(cfg.model_dump(mode="json")),
+        config_hash=config_hash or run_config_hash(cfg.model_dump(mode="json")),
         oversample=cfg.run.oversample,
         max_candidates_per_id=cfg.run.max_candidates_per_id,
         short_classes=cfg.run.short_classes,
@@ -56,6 +58,7 @@ class ShardWorker:
         out_url: str,
         embeddings: np.ndarray,
         stages_factory: Callable[[FactoryConfig], Stages],
+        config_hash: str | None = None,
     ):
         # A failure here (missing weights, bad config) is kept and raised by
         # ready(), so the driver can show the user the original error.
@@ -63,7 +66,7 @@ class ShardWorker:
         self.init_traceback = ""
         try:
             self.cfg = FactoryConfig.model_validate(cfg_data)
-            self.settings = job_settings(self.cfg)
+            self.settings = job_settings(self.cfg, config_hash)
             self.output = Output(out_url)
             check_writable(self.output)  # before loading models: no credentials shows at once
             self.embeddings = embeddings

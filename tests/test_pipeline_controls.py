@@ -77,3 +77,18 @@ def test_bad_pool_fails_before_anything_is_written(tiny_models, setup, tmp_path)
     with pytest.raises(InputDataError, match=r"generation\.pose\.pool: .*empty-pool holds no"):
         generate(config(tiny_models, bank, empty), str(tmp_path / "ds"))
     assert not (tmp_path / "ds").exists() or not any((tmp_path / "ds").iterdir())
+
+
+def test_a_relative_pool_path_does_not_change_the_run_identity(ray_cluster, tiny_models, setup, monkeypatch):
+    """Workers get the pool path made absolute (they may start in another folder); the shards
+    they commit must still carry the driver's config hash, or the run disowns its own shards."""
+    bank, pool, root = setup
+    support.ship_by_value()
+    monkeypatch.chdir(root)
+    cfg = config(tiny_models, bank, Path(pool.name))  # "pool", relative to the driver's folder
+    out = root / "ds-relative"
+    result = generate(cfg, str(out), stages_factory=support.build_real_stages)
+    assert result.ok and result.done == 2
+    manifest = json.loads((out / "dataset.json").read_text())
+    assert len(manifest["shards"]) == 2 and not manifest.get("missing_shards")
+    assert generate(cfg, str(out), stages_factory=support.build_real_stages).skipped == 2
