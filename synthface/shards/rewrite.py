@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthface.shards.writer import KEY_PATTERN, read_tar, tar_bytes
+from synthface.shards.writer import KEY_PATTERN, file_record, read_tar, tar_bytes
 
 
 def drop_classes(
@@ -60,12 +60,8 @@ def drop_classes(
         new_stats["finalise_dropped"] = shard_drops
     new_parquet = buf.getvalue()
     if "files" in stats:  # stats that record their files' size and sha256 must match the new ones
-        new_stats["files"] = {**stats["files"], "tar": _file_record(new_tar), "parquet": _file_record(new_parquet)}
+        new_stats["files"] = {**stats["files"], "tar": file_record(new_tar), "parquet": file_record(new_parquet)}
     return new_tar, new_parquet, new_stats
-
-
-def _file_record(data: bytes) -> dict[str, Any]:
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def classes_fingerprint(committed: dict[int, dict[str, Any]], cfg: dict[str, Any]) -> str:
