@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from synthface.errors import InputDataError
+from synthface.files import sha256_file
 from synthface.generation.config import GenerationConfig
 from synthface.seeds import rng
 
@@ -138,6 +139,8 @@ class ControlSampler:
         self.run_seed = int(run_seed)
         self.expression_mode = cfg.expression.mode
         self.flame_pool = load_flame_pool(cfg.expression.pool) if self.expression_mode == "pool" else None
+        # hashed once: every shard's stats record it (describe)
+        self.flame_pool_sha256 = sha256_file(cfg.expression.pool) if self.flame_pool is not None else None
         self.pose_pool = PosePool(cfg.pose.pool, cfg.height, cfg.width) if cfg.pose.mode == "pool" else None
 
     @property
@@ -178,7 +181,7 @@ class ControlSampler:
                 out["expression"].update(expression_std=e.expression_std, eyelid_std=e.eyelid_std, jaw_std=e.jaw_std)
             if self.flame_pool is not None:
                 out["expression"].update(pool=str(e.pool), pool_rows=len(self.flame_pool),
-                                         pool_sha256=hashlib.sha256(Path(e.pool).read_bytes()).hexdigest())
+                                         pool_sha256=self.flame_pool_sha256)
         if self.pose_pool is not None:
             out["pose"] = {"pool": str(self.pose_pool.folder), "pool_files": len(self.pose_pool.files),
                            "pool_listing_sha256": self.pose_pool.listing_sha256, "scale": self.cfg.pose.scale}
