@@ -14,7 +14,6 @@ from pathlib import Path
 import typer
 
 from synthface.cli.faces import _config_opt, _det_opt, _models_opt, _rec_opt, _set_opt
-from synthface.config import parse_list
 from synthface.errors import ConfigError
 
 bench_app = typer.Typer(help="Benchmarks: timings with a same-run baseline, never asserted in tests.", no_args_is_help=True)
@@ -43,6 +42,7 @@ def bench_ids(
     Separation: the exact nearest neighbour of the same random queries against
     all N, for every sampler; gains are uniform's figure minus the sampler's.
     """
+    from synthface.config import parse_list  # here: pydantic + yaml load slowly, and --help must not wait
     from rich.console import Console
 
     from bench.ids import ids_bench
@@ -74,6 +74,7 @@ def bench_faces(
 
     CPU rows always; CUDA rows too when onnxruntime-gpu sees a GPU. Baseline: 640-px detection,
     measured in the same run."""
+    from synthface.config import parse_list  # here: pydantic + yaml load slowly, and --help must not wait
     from bench.faces import BASELINE_DET_SIZE, faces_bench
     from synthface.cli.faces import load_face_options
 
@@ -116,6 +117,7 @@ def bench_generate(
     the same as JSON. Warm-up (torch.compile included) is reported separately.
     `--tiny --device cpu --parts sweep --batch-sizes 1,8` times the tiny generator per batch size.
     """
+    from synthface.config import parse_list  # here: pydantic + yaml load slowly, and --help must not wait
     from rich.console import Console
 
     from bench.generation import BenchOptions, default_json_path, run_generation_bench
@@ -158,6 +160,7 @@ def bench_train(
     shuffle_buffer: int = typer.Option(1000, min=0, help="--reader-only: shuffle buffer (steady state; the fill is a transient)."),
 ) -> None:
     """Training images/s (forward + margin loss + backward + SGD) per backbone, with ratios to the first."""
+    from synthface.config import parse_list  # here: pydantic + yaml load slowly, and --help must not wait
     if reader_only:
         from bench.train import reader_bench
 
@@ -178,6 +181,7 @@ def bench_orchestration(
     sleep_ms: float = typer.Option(25.0, help="Fake generation time per image."),
 ) -> None:
     """Orchestration efficiency: a sleeping fake generator, images/s against ideal per worker count."""
+    from synthface.config import parse_list  # here: pydantic + yaml load slowly, and --help must not wait
     from bench.orchestration import orchestration_bench
     from synthface.cli.dataset import _setup_logging
 
@@ -230,6 +234,7 @@ def bench_finalise(
 ) -> None:
     """Finalising at scale: time and peak memory of the dataset-wide duplicate decision, and its
     recall against brute force and against the planted duplicates."""
+    from synthface.config import parse_list  # here: pydantic + yaml load slowly, and --help must not wait
     from bench.finalise import finalise_bench
 
     finalise_bench(parse_list(sizes, "--sizes", int, minimum=2) or [], dim, duplicates, tau, brute_force_max, threads)
