@@ -10,7 +10,6 @@ between two files and rerun ends with the same bytes as one that was not killed.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections import Counter
 from typing import Any

@@ -74,10 +74,10 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
             return None
         return data
 
-    def check_candidates(name: str, samples: int, stats: dict | None) -> None:
+    def check_candidates(name: str, data: bytes, samples: int, stats: dict | None) -> None:
         """The candidate table reads, has a row per candidate and one accepted row per sample."""
         try:
-            accepted = pq.read_table(io.BytesIO(output.read_bytes(name)), columns=["accepted"])["accepted"]
+            accepted = pq.read_table(io.BytesIO(data), columns=["accepted"])["accepted"]
         except (pa.ArrowException, OSError, InputDataError) as exc:
             problem(f"{name}: unreadable parquet ({str(exc).splitlines()[0][:300]})")
             return
@@ -129,12 +129,23 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
         report.shards += 1
         stem = name[: -len(".tar")]
         stats = read_json(f"{stem}.json") if output.exists(f"{stem}.json") else None
+        # each shard file is read once: hashed for the commit check, then parsed
+        try:
+            contents = {name: output.read_bytes(name)}
+        except (OSError, InputDataError) as exc:
+            problem(f"{name}: unreadable tar ({exc})")
+            continue
+        if output.exists(f"{stem}.parquet"):
+            try:
+                contents[f"{stem}.parquet"] = output.read_bytes(f"{stem}.parquet")
+            except (OSError, InputDataError) as exc:
+                problem(f"{stem}.parquet: unreadable parquet ({str(exc).splitlines()[0][:300]})")
         if stats is not None:
-            damage = shard_problem(output, stats, file_sizes, dataset.get("config_hash"))
+            damage = shard_problem(output, stats, file_sizes, dataset.get("config_hash"), contents=contents)
             if damage is not None:
                 problem(f"{name}: not committed: {damage}; rerun the generate command to redo it")
         try:
-            samples = read_tar(output.read_bytes(name))
+            samples = read_tar(contents[name])
         except (tarfile.TarError, EOFError, OSError) as exc:
             problem(f"{name}: unreadable tar ({exc})")
             continue
@@ -145,8 +156,8 @@ def verify_dataset(out: str, check_images: bool = True, max_problems: int = 200)
             expected[SIZES_FILE] = sizes.get(name)
         if stats is not None:
             expected[f"{stem}.json"] = stats.get("num_samples")
-        if output.exists(f"{stem}.parquet"):
-            check_candidates(f"{stem}.parquet", count, stats)
+        if f"{stem}.parquet" in contents:
+            check_candidates(f"{stem}.parquet", contents[f"{stem}.parquet"], count, stats)
         if wids is not None and (count or name in wids_counts):
             expected[WIDS_FILE] = wids_counts.get(name)
         for source, n in expected.items():
@@ -225,7 +236,7 @@ def _check_finalised(output: Output, dataset: dict, labels: set[int], problem) -
         problem(f"{len(still)} dropped classes still have samples (first: {still[:5]})")
     if not (wants_check and cfg.get("filter", {}).get("inter_action", "drop") == "drop"):
         return
-    committed = committed_shards(output)
+    committed = committed_shards(output, checksums=False)  # the shard loop above checked their bytes
     if finalised.get("checked") != classes_fingerprint(committed, cfg):
         problem("the shards' classes are not those finalising checked for duplicates (run `synthface finalise OUT`)")
     if len(labels) > RECHECK_MAX_CLASSES:

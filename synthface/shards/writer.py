@@ -317,12 +317,14 @@ def shard_problem(
     sizes: dict[str, int],
     config_hash: str | None = None,
     checksums: bool = True,
+    contents: dict[str, bytes] | None = None,
 ) -> str | None:
     """Why a shard with these stats is not committed, or None when it is.
 
     ``sizes``: file name -> size from one listing of the output. Stats written
     before shards recorded their files (no ``files`` key) are trusted when the
-    files exist.
+    files exist. ``contents``: file name -> bytes the caller has already read
+    (verify), so they are hashed without a second download.
     """
     if not isinstance(stats, dict) or "shard" not in stats:
         return "its stats file is not a shard's stats"
@@ -340,7 +342,8 @@ def shard_problem(
         if sizes[name] != record.get("size"):
             return f"{name} is {sizes[name]} bytes but its stats say {record.get('size')}"
         if checksums:
-            digest = hashlib.sha256(output.read_bytes(name)).hexdigest()
+            data = contents[name] if contents and name in contents else output.read_bytes(name)
+            digest = hashlib.sha256(data).hexdigest()
             if digest != record.get("sha256"):
                 return f"{name} does not match the sha256 its stats record"
     return None
