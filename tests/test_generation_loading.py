@@ -177,3 +177,17 @@ def test_lcm_lora_in_kohya_format_fuses_like_the_diffusers_format(tmp_path):
     assert len(changed) == len(kohya) // 3  # every LoRA'd projection (down, up, alpha per module) changed
     for key in base:
         torch.testing.assert_close(fused["kohya"][key], fused["diffusers"][key])
+
+
+def test_a_zero_byte_control_file_is_missing_not_loaded(tmp_path):
+    """The loader and `models check` share one rule: a zero-byte file is an interrupted download."""
+    from synthface.errors import MissingModelError
+    from synthface.generation.loading import load_controlnet
+    from synthface.models.layout import files_of_extra
+
+    for f in files_of_extra("controlnet"):
+        (tmp_path / f.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f.path).write_bytes(b"")
+    with pytest.raises(MissingModelError, match="--controlnet"):
+        load_controlnet(tmp_path, "cpu", torch.float32)
+    assert not any(f.present_name(tmp_path) for f in files_of_extra("controlnet"))

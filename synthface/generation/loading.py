@@ -180,7 +180,7 @@ def _diffusers_quietly(fn):
 
 def _require_extra(root: Path, extra: str, why: str) -> None:
     for f in files_of_extra(extra):
-        if not any((root / name).is_file() for name in (f.path, *f.alternatives)):
+        if f.present_name(root) is None:
             raise MissingModelError(
                 f"{why} but {root / f.path} ({f.part}) is missing; get it with "
                 f"`synthface models download --to {root} --{extra}` (from {f.repo}: {f.repo_path}) "

@@ -96,11 +96,8 @@ def check_recorded(root: str | Path, recorded: dict, verify: bool) -> str:
 
 
 def _find(root: Path, f: ModelFile) -> tuple[str | None, int | None]:
-    for name in (f.path, *f.alternatives):
-        p = root / name
-        if p.is_file() and p.stat().st_size > 0:  # a zero-byte file is an interrupted download, not a model
-            return name, p.stat().st_size
-    return None, None
+    name = f.present_name(root)
+    return (name, (root / name).stat().st_size) if name else (None, None)
 
 
 def read_manifest(root: str | Path) -> dict | None:

@@ -70,13 +70,7 @@ def file_record(root: Path, rel: str, source: str) -> dict[str, Any]:
 
 def present_layout_files(root: Path) -> list[str]:
     """Layout files found under ``root`` (the name actually present, alternatives included)."""
-    found = []
-    for f in MODEL_FILES:
-        for name in (f.path, *f.alternatives):
-            if (root / name).is_file():
-                found.append(name)
-                break
-    return found
+    return [name for f in MODEL_FILES if (name := f.present_name(root)) is not None]
 
 
 def read_manifest_strict(root: Path) -> dict[str, Any]:

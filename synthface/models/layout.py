@@ -8,6 +8,8 @@ same classes and file names.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass
 
 ARC2FACE_REPO = "FoivosPar/Arc2Face"
@@ -56,6 +58,15 @@ class ModelFile:
 
     def how_to_get(self) -> str:
         return f"`synthface models download --to DIR` (from {self.repo}: {self.repo_path})"
+
+    def present_name(self, root: Path) -> str | None:
+        """The name (``path`` or an alternative) under which this file is present in ``root``;
+        None when absent. A zero-byte file is an interrupted download, not a model."""
+        for name in (self.path, *self.alternatives):
+            p = root / name
+            if p.is_file() and p.stat().st_size > 0:
+                return name
+        return None
 
 
 MODEL_FILES: tuple[ModelFile, ...] = (
