@@ -320,14 +320,8 @@ class Arc2FaceGenerator:
 
     def reference_timesteps(self, scheduler):
         """The img2img schedule: skip the first steps so that int(steps x strength) run."""
-        strength = self.cfg.reference.strength
-        run = min(int(self.steps * strength), self.steps)
-        if run < 1:
-            raise ConfigError(
-                f"generation.reference.strength {strength} x {self.steps} steps leaves no denoising step; "
-                f"raise the strength to at least {1 / self.steps:.3g} or the steps"
-            )
-        t_start = self.steps - run
+        # strength <= 1 (config), and __init__ refused a strength that leaves no step
+        t_start = self.steps - int(self.steps * self.cfg.reference.strength)
         timesteps = scheduler.timesteps[t_start * scheduler.order :]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(t_start * scheduler.order)
