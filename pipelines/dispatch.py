@@ -50,11 +50,14 @@ def job_timeout_s(configured: float | None, finished_job_s: list[float]) -> floa
 class _Slot:
     actor: Any
     number: int
-    in_flight: int = 0
     alive: bool = True
     ready: bool = False
     queue: deque = field(default_factory=deque)  # refs in submission order: the actor runs them in turn
     head_since: float = 0.0  # when the job at the head of the queue started running
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.queue)
 
 
 @dataclass
@@ -200,7 +203,6 @@ class Dispatcher:
                 if not slot.queue:
                     slot.head_since = time.monotonic()
                 slot.queue.append(ref)
-                slot.in_flight += 1
                 in_flight[ref] = (job, attempt, slot)
             if not in_flight and not self._loading and not any(s.alive and s.ready for s in self.slots):
                 raise WorkerStartError("no worker is left to run the remaining jobs (see the errors above)")
@@ -210,7 +212,6 @@ class Dispatcher:
                     self._check_loaded(ref)
                     continue
                 job, attempt, slot = in_flight.pop(ref)
-                slot.in_flight -= 1
                 if ref in slot.queue:
                     slot.queue.remove(ref)
                 now = time.monotonic()
@@ -258,7 +259,6 @@ class Dispatcher:
                 waiting, waiting_attempt, _ = in_flight.pop(ref)
                 pending.appendleft((waiting, waiting_attempt, slot.number))
             slot.queue.clear()
-            slot.in_flight = 0
             log.warning("%s ran %.0f s, past the job timeout (%.0f s): replacing worker %d", job,
                         now - slot.head_since, limit, slot.number)
             self._replace(slot)
