@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.runner import load_average, warn_if_loaded
+from bench.runner import assets_dir, load_average, warn_if_loaded
 from synthface.faces.align import estimate_transform, generated_like, warp_to_template
 
 BASELINE_DET_SIZE = 640  # the usual insightface detection size: every run measures it as the baseline
@@ -91,9 +91,8 @@ def time_analyzer(analyzer, images: list[np.ndarray], reference: list[np.ndarray
 
 
 def default_images_dir() -> Path:
-    """The shared assets' face photos ($SYNTHFACE_ASSETS, else ../shared/assets beside the checkout)."""
-    assets = os.environ.get("SYNTHFACE_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets")
-    return Path(assets) / "faces" / "images"
+    """The shared assets' face photos."""
+    return assets_dir() / "faces" / "images"
 
 
 def faces_bench(images_dir: Path | None, faces_cfg, models_dir, det_sizes: list[int] | None, limit: int, repeat: int) -> list[BenchRow]:

@@ -38,6 +38,12 @@ def warn_if_loaded(echo: Callable[[str], None] = print) -> None:
         echo(warning)
 
 
+def assets_dir() -> Path:
+    """The shared test assets (real models, face photos, verification .bin files):
+    $SYNTHFACE_ASSETS, else ``shared/assets`` beside the checkout."""
+    return Path(os.environ.get("SYNTHFACE_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+
+
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process so far: they help read wall times
     taken on a shared, loaded machine."""

@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -93,15 +94,18 @@ def train_bench(backbones: list[str] | None, batch_size: int, steps: int, warmup
 # ---------------------------------------------------------------------------
 # The training reader (eval/data.py) against bare JPEG decoding of the same bytes
 
+READER_IMAGES = 10_000  # timed images per measurement: CPU-second figures settle at about this many
+FACE_DATASET_IMAGES = 4_000
+
 
 def _cpu_seconds(proc) -> float:
     t = proc.cpu_times()
     return t.user + t.system
 
 
-def _tree_cpu(proc) -> float:
-    """CPU seconds of this process and its (live) children: the loader workers."""
-    total = _cpu_seconds(proc)
+def _child_cpu(proc) -> float:
+    """CPU seconds of the (live) children of this process: the loader workers."""
+    total = 0.0
     for child in proc.children(recursive=True):
         try:
             total += _cpu_seconds(child)
@@ -110,49 +114,110 @@ def _tree_cpu(proc) -> float:
     return total
 
 
-def read_jpegs(spec, limit: int) -> list[bytes]:
-    """The ``jpg`` bytes of the first ``limit`` samples of a dataset (the decode baseline's input)."""
-    from eval.tarstream import fast_tar_expander
+def read_jpegs(spec, limit: int | None = None) -> list[bytes]:
+    """The ``jpg`` bytes of a dataset's samples in shard order (the first ``limit``)."""
+    import fsspec
+
+    from eval.tarstream import iter_samples
 
     out: list[bytes] = []
     for url in spec.urls:
-        import fsspec
-
         with fsspec.open(url, "rb") as f:
-            for m in fast_tar_expander([{"url": url, "stream": f}], suffixes=("jpg",)):
-                if m:
-                    out.append(m["data"])
-                    if len(out) >= limit:
+            for _, (jpg,) in iter_samples(f, url, ("jpg",)):
+                if jpg is not None:
+                    out.append(jpg)
+                    if limit is not None and len(out) >= limit:
                         return out
     return out
 
 
-def measure_decode(jpegs: list[bytes]) -> dict:
-    """Bare JPEG decoding (simplejpeg to RGB, and OpenCV decode + BGR->RGB) in this process."""
+def write_face_dataset(root: str, bins: list, images: int = FACE_DATASET_IMAGES, shards: int = 4, per_class: int = 40) -> str:
+    """A dataset root of real aligned 112x112 face crops (the ``.bin`` files' images),
+    repeated to ``images`` samples (every other repeat mirrored, so no two shards hold
+    the same bytes), written by the factory's own shard writer (PIL JPEG quality 95)."""
+    import json
+
+    import numpy as np
+
+    from eval.verification import load_bin
+    from synthface.shards.storage import Output
+    from synthface.shards.writer import ShardWriter
+
+    crops = np.concatenate([load_bin(path).images for path in bins])
+    out = Output(root)
+    out.makedirs()
+    per_shard = -(-images // shards)
+    for k in range(shards):
+        writer = ShardWriter(out, k)
+        for i in range(k * per_shard, min(images, (k + 1) * per_shard)):
+            crop = crops[i % len(crops)]
+            writer.add_sample(i // per_class, i % per_class, crop[:, ::-1] if (i // len(crops)) % 2 else crop, {})
+        writer.commit({})
+    meta = {"num_classes": -(-images // per_class), "num_images": images}
+    (Path(root) / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def _decoders():
+    """Bare decoders of 112x112 JPEG bytes: name -> (decode, what it is)."""
     import cv2
     import numpy as np
-    import psutil
     import simplejpeg
 
-    proc = psutil.Process()
+    row = np.empty((112, 112, 3), np.uint8)
+    return {
+        "simplejpeg": (lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB"), "libjpeg-turbo to RGB, a new array per image: the baseline"),
+        "simplejpeg into a row": (
+            lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB", buffer=row), "the same into a preallocated row, as the reader decodes"
+        ),
+        "simplejpeg fast": (
+            lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB", fastdct=True, fastupsample=True),
+            "fastdct + fastupsample (other pixels: see the difference)",
+        ),
+        "opencv": (
+            lambda b: cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB),
+            "cv2.imdecode + BGR->RGB",
+        ),
+    }
+
+
+def measure_decode(jpegs: list[bytes], min_images: int = READER_IMAGES) -> dict:
+    """Each bare decoder over ``jpegs`` (whole passes, at least ``min_images`` decodes) in
+    this process: images per CPU-second and per wall-second."""
+    import cv2
+
     cv2.setNumThreads(1)
+    passes = max(1, -(-min_images // len(jpegs)))
     out = {}
-    for name, fn in (
-        ("simplejpeg", lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB")),
-        ("opencv", lambda b: cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)),
-    ):
+    for name, (fn, about) in _decoders().items():
         fn(jpegs[0])
-        c0, t0 = _cpu_seconds(proc), time.perf_counter()
-        for b in jpegs:
-            fn(b)
-        cpu, wall = _cpu_seconds(proc) - c0, time.perf_counter() - t0
-        out[name] = {"images": len(jpegs), "per_cpu_s": len(jpegs) / cpu, "per_wall_s": len(jpegs) / wall}
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(passes):
+            for b in jpegs:
+                fn(b)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        n = passes * len(jpegs)
+        out[name] = {"images": n, "per_cpu_s": n / cpu, "per_wall_s": n / wall, "about": about}
     return out
 
 
-def measure_reader(spec, data_cfg, workers: int, batches: int, warmup: int = 3) -> dict:
-    """The training DataLoader (decode + augment + batch in ``workers`` processes): images per
-    CPU-second of all loader processes (= per core) and per wall-second."""
+def fast_decode_difference(jpegs: list[bytes]) -> dict:
+    """Pixel difference of fastdct + fastupsample against default decoding (uint8 levels)."""
+    import numpy as np
+    import simplejpeg
+
+    worst, total, count = 0, 0.0, 0
+    for b in jpegs:
+        exact = simplejpeg.decode_jpeg(b, colorspace="RGB").astype(np.int16)
+        fast = simplejpeg.decode_jpeg(b, colorspace="RGB", fastdct=True, fastupsample=True).astype(np.int16)
+        d = np.abs(fast - exact)
+        worst, total, count = max(worst, int(d.max())), total + float(d.sum()), count + d.size
+    return {"max": worst, "mean": total / count}
+
+
+def measure_reader(spec, data_cfg, workers: int, batches: int, warmup: int = 5) -> dict:
+    """The training loader (decode + augment + batch in ``workers`` processes, or in this one
+    with 0): images per CPU-second of all its processes (= per core) and per wall-second."""
     import psutil
 
     from eval.data import make_loader
@@ -162,65 +227,110 @@ def measure_reader(spec, data_cfg, workers: int, batches: int, warmup: int = 3) 
     it = iter(make_loader(spec, cfg, seed=0))
     for _ in range(warmup):  # worker start-up and the shuffle buffer's first fill
         next(it)
-    c0, t0 = _tree_cpu(proc), time.perf_counter()
+    m0, w0, t0 = _cpu_seconds(proc), _child_cpu(proc), time.perf_counter()
     images = 0
     for _ in range(batches):
         x, _ = next(it)
         images += x.shape[0]
-    cpu, wall = _tree_cpu(proc) - c0, time.perf_counter() - t0
+    main, kids, wall = _cpu_seconds(proc) - m0, _child_cpu(proc) - w0, time.perf_counter() - t0
     del it
     return {
         "workers": workers,
         "images": images,
-        "per_cpu_s": images / cpu,
+        "per_cpu_s": images / (main + kids),
         "per_wall_s": images / wall,
-        "per_wall_s_per_worker": images / wall / max(workers, 1),
+        "main_us_per_image": main / images * 1e6,
+        "workers_us_per_image": kids / images * 1e6,
         "shape": [cfg.batch_size, 3, 112, 112],
     }
 
 
-def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, batches: int, shuffle_buffer: int,
-                 echo: Callable[[str], None] = print, json_path: str | None = None) -> dict:
-    """`bench train --reader-only`: the DataLoader's images per CPU-second (per core) and per
-    wall-second, for each worker count, against bare decoding of the same JPEG bytes; without
-    ``data``, a temporary pattern dataset."""
+def _temporary_dataset(tmp: str, faces: bool, echo: Callable[[str], None]) -> str:
+    if faces:
+        from bench.runner import assets_dir
+        from synthface.errors import InputDataError
+
+        folder = assets_dir() / "verification"
+        bins = sorted(folder.glob("*.bin"))
+        if not bins:
+            raise InputDataError(f"--faces: no verification .bin files in {folder} (set SYNTHFACE_ASSETS to the shared assets)")
+        root = write_face_dataset(os.path.join(tmp, "faces"), bins)
+        echo(
+            f"dataset: real aligned face crops from {', '.join(b.name for b in bins)}, repeated to "
+            f"{FACE_DATASET_IMAGES:,} samples in 4 shards by the factory's shard writer (JPEG quality 95) ({root})"
+        )
+        return root
+    from eval.toydata import write_pattern_dataset
+
+    root = str(write_pattern_dataset(os.path.join(tmp, "ds"), num_classes=100, images_per_class=40, shards=4))
+    echo(f"dataset: temporary pattern dataset, 4,000 noisy 112x112 JPEGs in 4 shards ({root})")
+    return root
+
+
+def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, batches: int | None, shuffle_buffer: int,
+                 echo: Callable[[str], None] = print, json_path: str | None = None, faces: bool = False) -> dict:
+    """`bench train --reader-only`: the loader's images per CPU-second (per core) and per
+    wall-second for each worker count, against bare decoding of the same JPEG bytes in the
+    same run (before and after the loader runs). Without ``data``: a temporary dataset of
+    real face crops (``faces``) or of noisy patterns."""
     from eval.config import DataConfig
     from eval.data import resolve_dataset
     from synthface.errors import ConfigError
 
     if not workers or min(workers) < 0:
         raise ConfigError("--workers: give worker counts >= 0")
+    if data is not None and faces:
+        raise ConfigError("--faces builds its own dataset: give --data or --faces, not both")
+    batches = batches or -(-READER_IMAGES // batch_size)
     with tempfile.TemporaryDirectory(prefix="synthface-reader-") as tmp:
+        label = data or ("faces" if faces else "pattern")
         if data is None:
-            from eval.toydata import write_pattern_dataset
-
-            data = str(write_pattern_dataset(os.path.join(tmp, "ds"), num_classes=100, images_per_class=40, shards=4))
-            echo(f"dataset: temporary pattern dataset, 4,000 JPEGs of 112x112 in 4 shards ({data})")
+            data = _temporary_dataset(tmp, faces, echo)
+        else:
+            echo(f"dataset: {data}")
         spec = resolve_dataset(data)
         cfg = DataConfig(batch_size=batch_size, shuffle_buffer=shuffle_buffer)
         echo(
             f"cpu cores {os.cpu_count()}, load average at start {load_average():.2f}; batch {batch_size}, "
-            f"augmentation: flip {cfg.flip}, colour jitter {cfg.color_jitter}, greyscale {cfg.grayscale_prob}; shuffle buffer {shuffle_buffer}"
+            f"{batches} timed batches ({batches * batch_size:,} images) per worker count; augmentation: flip {cfg.flip}, "
+            f"colour jitter {cfg.color_jitter}, greyscale {cfg.grayscale_prob}; shuffle buffer {shuffle_buffer}"
         )
-        jpegs = read_jpegs(spec, 2000)
-        decode = measure_decode(jpegs)
-        base = decode["simplejpeg"]["per_cpu_s"]
-        echo(f"bare decoding of {len(jpegs):,} JPEGs from the shards (mean {sum(map(len, jpegs)) / len(jpegs):,.0f} bytes), one process:")
-        for name, r in decode.items():
-            echo(f"  {name:<12} {r['per_cpu_s']:>8.0f} images per CPU-second  {r['per_wall_s']:>8.0f} per wall-second")
+        jpegs = read_jpegs(spec)
+        before = measure_decode(jpegs, batches * batch_size)
         runs = []
         for w in workers:
             r = measure_reader(spec, cfg, w, batches)
-            r["ratio_to_decode"] = r["per_cpu_s"] / base
             r["load"] = load_average()
             runs.append(r)
-            echo(
-                f"reader, {w} worker(s): {r['per_cpu_s']:>8.0f} images per CPU-second (all loader processes) = "
-                f"{r['ratio_to_decode']:.2f} x bare simplejpeg decoding; {r['per_wall_s']:.0f} images per wall-second "
-                f"({r['per_wall_s_per_worker']:.0f} per worker); load {r['load']:.1f}"
-            )
+        after = measure_decode(jpegs, batches * batch_size)
+    decode = {
+        name: {**before[name], "per_cpu_s": (before[name]["per_cpu_s"] + after[name]["per_cpu_s"]) / 2,
+               "per_cpu_s_before": before[name]["per_cpu_s"], "per_cpu_s_after": after[name]["per_cpu_s"]}
+        for name in before
+    }
+    base = decode["simplejpeg"]["per_cpu_s"]
+    difference = fast_decode_difference(jpegs[:1000])
+    echo(
+        f"bare decoding of the dataset's {len(jpegs):,} JPEGs (mean {sum(map(len, jpegs)) / len(jpegs):,.0f} bytes), "
+        f"{decode['simplejpeg']['images']:,} decodes each, one process, before and after the loader runs:"
+    )
+    for name, r in decode.items():
+        r["ratio_to_decode"] = r["per_cpu_s"] / base
+        echo(
+            f"  {name:<22} {r['per_cpu_s']:>7,.0f} images per CPU-second ({r['per_cpu_s_before']:,.0f} / {r['per_cpu_s_after']:,.0f}) "
+            f"= {r['ratio_to_decode']:.2f} x simplejpeg; {r['about']}"
+        )
+    echo(f"  (simplejpeg fast vs default pixels: max difference {difference['max']}, mean {difference['mean']:.2f} levels)")
+    for r in runs:
+        r["ratio_to_decode"] = r["per_cpu_s"] / base
+        where = "in this process" if r["workers"] == 0 else f"{r['workers']} worker(s)"
+        echo(
+            f"reader, {where}: {r['per_cpu_s']:>7,.0f} images per CPU-second (all loader processes) = "
+            f"{r['ratio_to_decode']:.2f} x bare simplejpeg decoding; CPU per image {r['workers_us_per_image']:.0f} us in workers "
+            f"+ {r['main_us_per_image']:.0f} us in the training process; {r['per_wall_s']:,.0f} images per wall-second; load {r['load']:.1f}"
+        )
     echo(f"load average at end {load_average():.2f}: per CPU-second figures hold under load better than per wall-second ones")
     warn_if_loaded(echo)
-    result = {"decode": decode, "reader": runs}
+    result = {"dataset": label, "decode": decode, "fast_decode_difference": difference, "reader": runs}
     write_result(json_path, result)
     return result

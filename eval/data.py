@@ -16,10 +16,12 @@ number of steps, so all ranks take the same number of steps (DDP needs that).
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import random
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -28,12 +30,10 @@ import fsspec
 import numpy as np
 import simplejpeg
 import torch
-import webdataset as wds
 from webdataset.shardlists import expand_urls
-from webdataset.tariterators import group_by_keys
 
 from eval.backbones import INPUT_SIZE
-from eval.tarstream import fast_tar_expander
+from eval.tarstream import iter_samples
 from synthface.errors import InputDataError
 
 
@@ -84,14 +84,12 @@ def resolve_dataset(data: str) -> DatasetSpec:
     return DatasetSpec(root=root, urls=tuple(urls), num_classes=meta["num_classes"], num_images=meta["num_images"])
 
 
-def _open_shards(src):
-    """url dicts -> url + stream dicts, through fsspec (local paths, s3://, gs://, http...)."""
-    for sample in src:
-        try:
-            stream = fsspec.open(sample["url"], "rb").open()
-        except OSError as exc:
-            raise InputDataError(f"cannot open shard {sample['url']}: {exc}") from None
-        yield {**sample, "stream": stream}
+def _open_shard(url: str):
+    """A read stream of one shard, through fsspec (local paths, s3://, gs://, http...)."""
+    try:
+        return fsspec.open(url, "rb").open()
+    except OSError as exc:
+        raise InputDataError(f"cannot open shard {url}: {exc}") from None
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -117,106 +115,346 @@ def decode_image(data: bytes) -> np.ndarray:
     return image
 
 
+def decode_into(data: bytes, out: np.ndarray, flip: bool = False) -> None:
+    """Decode like :func:`decode_image` straight into ``out`` (uint8 112x112x3, C-contiguous),
+    mirrored left-right when ``flip``.
+
+    A 112x112 JPEG (every factory crop) is decoded by libjpeg-turbo into
+    ``out`` itself and mirrored there by cv2.flip (in place, while the row is
+    still in cache): no array per image. Other sizes and formats take
+    :func:`decode_image`.
+    """
+    image = None
+    if data[:2] == b"\xff\xd8":
+        try:
+            image = simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+        except ValueError:  # larger than 112x112, or refused: decode_image sorts it out
+            image = None
+        if image is not None and image.shape != out.shape:  # smaller: decoded into the row's start
+            image = None
+    if image is None:
+        out[...] = decode_image(data)
+    if flip:
+        cv2.flip(out, 1, dst=out)
+
+
 class Augment:
-    """Random flip, colour jitter and greyscale on uint8 HxWx3 RGB."""
+    """Random flip, colour jitter and greyscale on uint8 RGB images.
+
+    Each image takes its random numbers in a fixed order (flip, then
+    brightness, contrast, saturation, then greyscale; one draw each when the
+    option is on), so a batch's draws are one ``(batch, draws)`` array and
+    give the same values image by image as one draw at a time.
+    """
 
     def __init__(self, cfg, seed: int):
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
+        self.jitter = cfg.color_jitter > 0
+        self.draws = int(cfg.flip) + 3 * self.jitter + int(cfg.grayscale_prob > 0)
+
+    def draw(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The next ``n`` images' flip decisions (bool [n]) and colour draws ([n, k] or None)."""
+        if self.draws == 0:
+            return np.zeros(n, bool), None
+        u = self.rng.random((n, self.draws))
+        flips = u[:, 0] < 0.5 if self.cfg.flip else np.zeros(n, bool)
+        colour = u[:, int(self.cfg.flip) :]
+        return flips, colour if colour.shape[1] else None
+
+    def colour(self, images: np.ndarray, draws: np.ndarray) -> None:
+        """Colour jitter and greyscale, in place, on uint8 [n,H,W,3] with their draws."""
+        cfg, col = self.cfg, 0
+        if self.jitter:
+            low, high = 1 - cfg.color_jitter, 1 + cfg.color_jitter
+            # uniform(low, high) as numpy draws it, then float32: scaling a float32 image by a
+            # Python float computes in float32
+            factors = (low + (high - low) * draws[:, :3]).astype(np.float32)[:, :, None, None, None]
+            col = 3
+            x = images.astype(np.float32)
+            x *= factors[:, 0]  # brightness
+            mean = x.mean(axis=(1, 2, 3), keepdims=True)
+            x -= mean
+            x *= factors[:, 1]  # contrast
+            x += mean
+            grey = x.mean(axis=3, keepdims=True)
+            x -= grey
+            x *= factors[:, 2]  # saturation
+            x += grey
+            grey_rows = np.flatnonzero(draws[:, col] < cfg.grayscale_prob) if cfg.grayscale_prob > 0 else []
+            for i in grey_rows:
+                x[i] = x[i].mean(axis=2, keepdims=True)
+            np.clip(x, 0, 255, out=x)
+            images[...] = x  # truncates toward zero, as astype(np.uint8) does
+        elif cfg.grayscale_prob > 0:
+            for i in np.flatnonzero(draws[:, col] < cfg.grayscale_prob):
+                images[i] = images[i].astype(np.float32).mean(axis=2, keepdims=True)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        cfg, rng = self.cfg, self.rng
-        if cfg.flip and rng.random() < 0.5:
-            image = cv2.flip(image, 1)  # = image[:, ::-1], already contiguous
-        if cfg.color_jitter > 0 or cfg.grayscale_prob > 0:
-            x = image.astype(np.float32)
-            j = cfg.color_jitter
-            if j > 0:
-                x *= rng.uniform(1 - j, 1 + j)  # brightness
-                mean = x.mean()
-                x = (x - mean) * rng.uniform(1 - j, 1 + j) + mean  # contrast
-                grey = x.mean(axis=2, keepdims=True)
-                x = (x - grey) * rng.uniform(1 - j, 1 + j) + grey  # saturation
-            if cfg.grayscale_prob > 0 and rng.random() < cfg.grayscale_prob:
-                x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
-            image = np.clip(x, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(image)
+        """One HxWx3 image (a new array; the batch path uses :meth:`draw` and :meth:`colour`)."""
+        flips, colour = self.draw(1)
+        out = np.ascontiguousarray(image[:, ::-1] if flips[0] else image)[None].copy()
+        if colour is not None:
+            self.colour(out, colour)
+        return out[0]
 
 
-def _collate(samples):
-    images = torch.from_numpy(np.stack([s[0] for s in samples])).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([s[1] for s in samples], dtype=torch.long)
-    return images, labels
+def _shuffled(samples: Iterator, bufsize: int, rng: random.Random) -> Iterator:
+    """A shuffle buffer: webdataset's ``shuffle`` (same draws, so the same order for a
+    seed), on any items. It starts yielding once min(bufsize, 1000) items are held."""
+    initial = min(bufsize, 1000)
+    buf: list = []
+    for sample in samples:
+        buf.append(sample)
+        if len(buf) < bufsize:
+            try:
+                buf.append(next(samples))
+            except StopIteration:
+                pass
+        if len(buf) >= initial:
+            k = rng.randrange(len(buf))
+            buf[k], buf[-1] = buf[-1], buf[k]
+            yield buf.pop()
+    while buf:
+        k = rng.randrange(len(buf))
+        buf[k], buf[-1] = buf[-1], buf[k]
+        yield buf.pop()
+
+
+_IMAGE_BYTES = INPUT_SIZE * INPUT_SIZE * 3
+PREFETCH = 4  # batches each loader worker prepares ahead (DataLoader prefetch_factor)
+
+
+def _new_images(n: int) -> torch.Tensor:
+    """uint8 [n,112,112,3], allocated by numpy: it reuses freed heap memory, where torch.empty
+    of a few MB takes fresh pages every batch (page faults cost 0.8 ms per MB on our VM)."""
+    return torch.from_numpy(np.empty((n, INPUT_SIZE, INPUT_SIZE, 3), np.uint8))
+
+
+class BatchRing:
+    """A loader worker's batch slots in one shared-memory block, reused batch after batch.
+
+    Why: a DataLoader worker hands a tensor to the training process through
+    shared memory. A fresh tensor per batch means a fresh shared-memory block
+    per batch, which the worker copies into page by page (first-touch page
+    faults), passes as a new file descriptor, and the training process maps
+    anew; on this project's VM that cost about as much CPU as decoding the
+    batch (docs/benchmark.md). Here each worker fills one of ``slots`` fixed
+    slots of one block and sends a :class:`SharedBatch` naming the slot (the
+    block's descriptor goes with the first batch only). The receiving process
+    copies the batch out (or pins it) and clears the slot's busy byte; only
+    then does the worker refill that slot. The DataLoader keeps at most
+    ``PREFETCH`` batches of a worker in flight, so with ``PREFETCH + 2`` slots
+    the worker does not wait in practice.
+    """
+
+    _serial = 0
+
+    def __init__(self, batch_size: int, slots: int = PREFETCH + 2):
+        self.slots = slots
+        label_at = -(-batch_size * _IMAGE_BYTES // 64) * 64
+        slot_bytes = label_at + batch_size * 8
+        self.layout = (batch_size, slot_bytes, label_at, slots * slot_bytes)
+        self.memory = torch.empty(slots * slot_bytes + slots, dtype=torch.uint8).share_memory_()
+        self.busy = self.memory[slots * slot_bytes :].numpy()
+        self.busy[:] = 0
+        BatchRing._serial += 1
+        self.ring_id = (os.getpid(), BatchRing._serial)
+        self.sent = False
+        self.next = 0
+
+    def claim(self, wait_s: float = 300.0) -> tuple[int, np.ndarray, np.ndarray]:
+        """The next slot, once free: (index, uint8 [B,112,112,3] rows, int64 [B] labels)."""
+        slot = self.next
+        self.next = (slot + 1) % self.slots
+        deadline = time.monotonic() + wait_s
+        while self.busy[slot]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"loader worker: batch slot {slot} still in use after {wait_s:.0f} s; read the "
+                    "loader through make_loader, which frees each batch's slot as it hands it over"
+                )
+            time.sleep(0.0005)
+        images, labels, _ = _slot_views(self.memory, slot, self.layout)
+        return slot, images.numpy(), labels.numpy()
+
+    def hand_out(self, slot: int) -> SharedBatch:
+        self.busy[slot] = 1
+        batch = SharedBatch(self.ring_id, self.memory, slot, self.layout, send_memory=not self.sent)
+        self.sent = True
+        return batch
+
+
+def _slot_views(memory: torch.Tensor, slot: int, layout: tuple[int, int, int, int]):
+    """(uint8 [B,112,112,3] images, int64 [B] labels, uint8 [1] busy byte) of one slot."""
+    batch_size, slot_bytes, label_at, busy_at = layout
+    start = slot * slot_bytes
+    images = memory[start : start + batch_size * _IMAGE_BYTES].view(batch_size, INPUT_SIZE, INPUT_SIZE, 3)
+    labels = memory[start + label_at : start + label_at + batch_size * 8].view(torch.int64)
+    return images, labels, memory[busy_at + slot : busy_at + slot + 1]
+
+
+# In the receiving process: each loader worker's current ring, by worker pid: (ring id, block).
+_RINGS: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
+
+
+def _rebuild_shared_batch(ring_id, memory, slot, layout):
+    if memory is not None:  # a ring's first batch: it replaces that worker's previous ring
+        _RINGS[ring_id[0]] = (ring_id, memory)
+    else:
+        known = _RINGS.get(ring_id[0])
+        if known is None or known[0] != ring_id:
+            raise RuntimeError(f"a loader batch from ring {ring_id}, whose first batch this process never received")
+        memory = known[1]
+    return SharedBatch(ring_id, memory, slot, layout)
+
+
+class SharedBatch:
+    """A batch in a worker's :class:`BatchRing`. It pickles as the ring's id and the slot
+    (plus the shared block itself, the first time): no descriptor passing per batch."""
+
+    def __init__(self, ring_id, memory: torch.Tensor, slot: int, layout, send_memory: bool = False):
+        self.ring_id, self.memory, self.slot, self.layout, self.send_memory = ring_id, memory, slot, layout, send_memory
+
+    def __reduce__(self):
+        memory = self.memory if self.send_memory else None
+        return _rebuild_shared_batch, (self.ring_id, memory, self.slot, self.layout)
+
+    def take(self, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 [B,3,112,112] channels_last, int64 [B]) copied out of the slot, which is then free."""
+        images, labels, busy = _slot_views(self.memory, self.slot, self.layout)
+        out = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True) if pin else _new_images(len(images))
+        np.copyto(out.numpy(), images.numpy())  # one thread: torch's copy_ wakes (and spins) its pool
+        labels = labels.pin_memory() if pin else labels.clone()
+        busy.zero_()
+        return out.permute(0, 3, 1, 2), labels
+
+    def pin_memory(self, device=None):
+        """The DataLoader's pin-memory thread calls this: the copy goes straight to pinned memory."""
+        return self.take(pin=True)
 
 
 class ShardStream(torch.utils.data.IterableDataset):
-    """Endless stream of (uint8 [B,3,112,112], int64 [B]) batches for one rank."""
+    """Endless stream of (uint8 [B,3,112,112], int64 [B]) batches for one rank.
 
-    def __init__(self, spec: DatasetSpec, cfg, rank: int = 0, world_size: int = 1, seed: int = 0):
+    The images are stored NHWC (decoded rows) and handed as an NCHW view with
+    channels_last strides (``images.is_contiguous(memory_format=torch.channels_last)``):
+    torch convolutions take it as it is, without a permuting copy.
+    """
+
+    def __init__(self, spec: DatasetSpec, cfg, rank: int = 0, world_size: int = 1, seed: int = 0, shared_slots: int = 0):
         super().__init__()
         self.spec, self.cfg, self.rank, self.world_size, self.seed = spec, cfg, rank, world_size, seed
+        # > 0: inside DataLoader workers, yield SharedBatch handles from a BatchRing of this many
+        # slots (make_loader turns them back into tensors); 0: yield tensors
+        self.shared_slots = shared_slots
 
     def _slot(self) -> tuple[int, int]:
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return self.rank * num_workers + worker, self.world_size * num_workers
 
-    def _shard_order(self):
+    def _shard_order(self) -> Iterator[str]:
         """The shard list, reshuffled every pass with the same seed on every rank."""
         urls = list(self.spec.urls)
         for epoch in range(10**9):
             random.Random(self.seed * 1_000_003 + epoch).shuffle(urls)
-            for url in urls:
-                yield {"url": url}
+            yield from urls
+
+    @staticmethod
+    def _samples(urls: Iterator[str]) -> Iterator[tuple[str, str, bytes | None, bytes | None]]:
+        """(key, url, jpg, cls) of every sample of the shards, in order."""
+        for url in urls:
+            stream = _open_shard(url)
+            try:
+                for key, (jpg, cls) in iter_samples(stream, url, ("jpg", "cls")):
+                    yield key, url, jpg, cls
+            finally:
+                stream.close()
+
+    def _fill(self, samples: list, augment: Augment, rows: np.ndarray, label_rows: np.ndarray) -> None:
+        """Decode and augment ``samples`` into ``rows`` (uint8 [B,112,112,3]) and their labels."""
+        label_limit = self.spec.num_classes
+        flips, colour = augment.draw(len(samples))
+        for i, (key, url, jpg, cls) in enumerate(samples):
+            if jpg is None or cls is None:
+                raise InputDataError(f"sample {key} in {url} lacks jpg or cls")
+            try:
+                label = int(cls)
+            except ValueError:
+                raise InputDataError(f"sample {key} in {url}: cls {cls[:20]!r} is not an integer") from None
+            if not 0 <= label < label_limit:
+                raise InputDataError(
+                    f"sample {key} in {url}: cls {label} is outside [0, num_classes={label_limit}) of dataset.json"
+                )
+            label_rows[i] = label
+            try:
+                decode_into(jpg, rows[i], flips[i])
+            except ValueError:
+                raise InputDataError(f"sample {key} in {url}: undecodable jpg") from None
+        if colour is not None:
+            augment.colour(rows, colour)
 
     def __iter__(self):
         slot, num_slots = self._slot()
         by_shard = len(self.spec.urls) >= num_slots
-        label_limit = self.spec.num_classes
-
-        def split_shards(src):
-            return islice(src, slot, None, num_slots) if by_shard else src
-
-        def split_samples(src):
-            return src if by_shard else islice(src, slot, None, num_slots)
-
-        augment = Augment(self.cfg, seed=self.seed * 1_000_003 + 7919 * slot + 1)
-
-        def to_pair(sample):
-            if "jpg" not in sample or "cls" not in sample:
-                raise InputDataError(f"sample {sample.get('__key__')} in {sample.get('__url__')} lacks jpg or cls")
-            label = int(sample["cls"])
-            if not 0 <= label < label_limit:
-                raise InputDataError(
-                    f"sample {sample['__key__']} in {sample['__url__']}: cls {label} is outside "
-                    f"[0, num_classes={label_limit}) of dataset.json"
-                )
-            return augment(decode_image(sample["jpg"])), label
-
-        stages = [
-            self._shard_order,  # a callable source: called once per iteration
-            split_shards,
-            _open_shards,
-            partial(fast_tar_expander, suffixes=("jpg", "cls")),
-            group_by_keys,
-            split_samples,
-        ]
+        urls = self._shard_order()
+        if by_shard:
+            urls = islice(urls, slot, None, num_slots)
+        samples = self._samples(urls)
+        if not by_shard:
+            samples = islice(samples, slot, None, num_slots)
         if self.cfg.shuffle_buffer > 1:
-            stages.append(
-                wds.shuffle(self.cfg.shuffle_buffer, initial=min(self.cfg.shuffle_buffer, 1000), seed=self.seed + slot)
-            )
-        stages += [wds.map(to_pair), wds.batched(self.cfg.batch_size, collation_fn=_collate, partial=False)]
-        return iter(wds.DataPipeline(*stages))
+            samples = _shuffled(samples, self.cfg.shuffle_buffer, random.Random(self.seed + slot))
+        augment = Augment(self.cfg, seed=self.seed * 1_000_003 + 7919 * slot + 1)
+        size = self.cfg.batch_size
+        ring = BatchRing(size, self.shared_slots) if self.shared_slots and torch.utils.data.get_worker_info() else None
+        while True:
+            chunk = list(islice(samples, size))
+            if len(chunk) < size:
+                return  # only a finite shard list ends; the endless one never does
+            if ring is None:
+                images, labels = _new_images(size), np.empty(size, np.int64)
+                self._fill(chunk, augment, images.numpy(), labels)
+                yield images.permute(0, 3, 1, 2), torch.from_numpy(labels)
+            else:
+                slot, rows, label_rows = ring.claim()
+                self._fill(chunk, augment, rows, label_rows)
+                yield ring.hand_out(slot)
 
 
-def make_loader(spec: DatasetSpec, cfg, rank: int = 0, world_size: int = 1, seed: int = 0):
-    """A DataLoader yielding ready batches (the pipeline batches inside the workers)."""
-    stream = ShardStream(spec, cfg, rank=rank, world_size=world_size, seed=seed)
-    return torch.utils.data.DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-        prefetch_factor=4 if cfg.num_workers > 0 else None,
-        pin_memory=torch.cuda.is_available(),
+class Loader:
+    """Iterating gives (uint8 [B,3,112,112], int64 [B]) batches: the DataLoader's, with each
+    worker's :class:`SharedBatch` copied out (freeing its slot) as it arrives."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self.loader = loader
+
+    def __iter__(self):
+        rings = set()
+        try:
+            for batch in self.loader:
+                if isinstance(batch, SharedBatch):
+                    rings.add(batch.ring_id)
+                    batch = batch.take()
+                yield batch
+        finally:  # unmap this iteration's rings (their workers have moved on or stopped)
+            for ring_id in rings:
+                if _RINGS.get(ring_id[0], (None,))[0] == ring_id:
+                    del _RINGS[ring_id[0]]
+
+
+def make_loader(spec: DatasetSpec, cfg, rank: int = 0, world_size: int = 1, seed: int = 0) -> Loader:
+    """Ready batches from ``cfg.num_workers`` DataLoader worker processes (or this process when 0)."""
+    workers = cfg.num_workers
+    stream = ShardStream(spec, cfg, rank=rank, world_size=world_size, seed=seed, shared_slots=PREFETCH + 2 if workers else 0)
+    return Loader(
+        torch.utils.data.DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            prefetch_factor=PREFETCH if workers else None,
+            pin_memory=torch.cuda.is_available(),
+        )
     )

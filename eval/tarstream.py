@@ -15,6 +15,7 @@ each shard.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Iterable, Iterator
 
 from webdataset.tariterators import tar_file_expander
@@ -53,96 +54,189 @@ def _pax(data: bytes) -> dict[str, str]:
     return out
 
 
-class _Buffered:
-    """Reads a stream in large chunks and hands out exact byte counts (fewer read calls)."""
-
-    def __init__(self, stream, chunk: int = 1 << 20):
-        self.stream, self.chunk = stream, chunk
-        self.buf, self.pos = b"", 0
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.buf):
-            more = self.stream.read(max(self.chunk, n))
-            self.buf = self.buf[self.pos :] + more
-            self.pos, end = 0, n
-        out = self.buf[self.pos : end]
-        self.pos = end
-        return out
+_HEADER = struct.Struct("100s24x12s12x8s1s100x5s")  # name, size, checksum, type, magic
+_CHUNK = 1 << 20
 
 
-def iter_members(stream, url: str = "") -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of each regular member of an uncompressed tar stream, in order."""
+def _checksum_ok(header: bytes) -> bool:
+    return _number(header[148:156]) == sum(header[:148]) + 256 + sum(header[156:])
+
+
+class _Window:
+    """A stream read into one reused buffer: ``buf[pos:end]`` holds the bytes not yet consumed.
+
+    Reading into the same bytearray, instead of a new bytes object per read,
+    matters on VMs where every fresh page costs a fault (a 1 MiB read is 256
+    of them).
+    """
+
+    def __init__(self, stream, size: int = _CHUNK):
+        self.stream = stream
+        self.readinto = getattr(stream, "readinto", None)
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.pos = self.end = 0
+
+    def fill(self, need: int) -> bool:
+        """Make at least ``need`` unread bytes available; False at the end of the stream."""
+        left = self.end - self.pos
+        if need > len(self.buf):  # a member larger than the buffer
+            self.view.release()
+            self.buf = self.buf[self.pos : self.end] + bytearray(need - left)
+            self.view = memoryview(self.buf)
+        else:
+            self.view[:left] = self.view[self.pos : self.end]
+        self.pos, self.end = 0, left
+        while self.end < need:
+            if self.readinto is not None:
+                got = self.readinto(self.view[self.end :])
+            else:
+                data = self.stream.read(len(self.buf) - self.end)
+                got = len(data)
+                self.view[self.end : self.end + got] = data
+            if not got:
+                return False
+            self.end += got
+        return True
+
+
+def iter_members(stream, url: str = "", suffixes: tuple[str, ...] | None = None) -> Iterator[tuple[str, bytes | None]]:
+    """(name, bytes) of each regular member of an uncompressed tar stream, in order.
+
+    With ``suffixes``, members whose extension is not among them come as
+    (name, None): their payload is skipped, not copied. The stream is read in
+    1 MiB chunks into one buffer and each header is parsed in place by one
+    struct call; a plain ustar member (what the factory writes) takes a short
+    path. This loop runs three times per training image.
+    """
     long_name: str | None = None
-    pax: dict[str, str] = {}
-    reader = _Buffered(stream)
-    first = True
+    pax: dict[str, str] | None = None  # PAX records for the next member
+    window = _Window(stream)
+    window.fill(_BLOCK)
+    if bytes(window.view[:5]).startswith(_COMPRESSED):
+        raise _Fallback
+    unpack = _HEADER.unpack_from
+    buf, view, pos, end = window.buf, window.view, 0, window.end
     while True:
-        header = reader.take(_BLOCK)
-        if first and header.startswith(_COMPRESSED):
-            raise _Fallback
-        first = False
-        if not header or (len(header) == _BLOCK and header[0] == 0 and header.count(0) == _BLOCK):
-            return  # end-of-archive blocks (or a stream that ends between members)
-        if len(header) < _BLOCK:
-            raise InputDataError(f"shard {url}: truncated tar header")
-        # ustar/pax headers (what webdataset and tarfile write) carry a magic;
-        # others get the full checksum test
-        if header[257:262] != b"ustar" and _number(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
-            raise InputDataError(f"shard {url}: corrupt tar header (checksum mismatch)")
-        kind = header[156:157]
-        size = _number(header[124:136])
-        if kind in _REGULAR and "size" in pax:
+        if pos + _BLOCK > end:
+            window.pos = pos
+            if not window.fill(_BLOCK):
+                if window.end == 0:
+                    return  # a stream that ends between members
+                raise InputDataError(f"shard {url}: truncated tar header")
+            buf, view, pos, end = window.buf, window.view, 0, window.end
+        raw_name, raw_size, _, kind, magic = unpack(buf, pos)
+        plain = magic == b"ustar" and kind in _REGULAR and pax is None and long_name is None and not buf[pos + 345]
+        if not plain:
+            if raw_name[:1] == b"\0" and buf.count(0, pos, pos + _BLOCK) == _BLOCK:
+                return  # end-of-archive blocks
+            # ustar/pax headers (what webdataset and tarfile write) carry a magic;
+            # others get the full checksum test
+            if magic != b"ustar" and not _checksum_ok(bytes(view[pos : pos + _BLOCK])):
+                raise InputDataError(f"shard {url}: corrupt tar header (checksum mismatch)")
+        size = _number(raw_size)
+        if pax and kind in _REGULAR and "size" in pax:
             size = int(pax["size"])
-        data = reader.take(size)
-        if len(data) < size:
-            raise InputDataError(f"shard {url}: truncated tar member")
-        pad = -size % _BLOCK
-        if pad and len(reader.take(pad)) < pad:
-            raise InputDataError(f"shard {url}: truncated tar member")
-        if kind == b"x":
-            pax = _pax(data)
-            continue
-        if kind == b"L":
-            long_name = data.rstrip(b"\0").decode("utf-8")
-            continue
-        if kind in (b"g", b"5", b"1", b"2", b"3", b"4", b"6"):  # global header, dirs, links, devices
-            pax, long_name = {}, None
-            continue
-        if kind not in _REGULAR:
-            raise InputDataError(f"shard {url}: unsupported tar member type {kind!r} (sparse file?)")
-        name = pax.get("path") or long_name
-        if name is None:
-            name = header[:100].split(b"\0", 1)[0].decode("utf-8")
-            if header[257:262] == b"ustar":
-                prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8")
-                if prefix:
-                    name = prefix + "/" + name
-        pax, long_name = {}, None
-        yield name, data
+        header_at = pos
+        stop = pos + _BLOCK + size + (-size % _BLOCK)
+        if stop > end:  # the member runs past the buffered bytes: read on
+            window.pos = pos
+            if not window.fill(stop - pos):
+                raise InputDataError(f"shard {url}: truncated tar member")
+            buf, view, pos, end = window.buf, window.view, 0, window.end
+            header_at, stop = 0, stop - header_at
+        start = header_at + _BLOCK
+        pos = stop
+        if plain:
+            name = raw_name.split(b"\0", 1)[0].decode("utf-8")
+        else:
+            if kind == b"x":
+                pax = _pax(bytes(view[start : start + size]))
+                continue
+            if kind == b"L":
+                long_name = bytes(view[start : start + size]).rstrip(b"\0").decode("utf-8")
+                continue
+            if kind in (b"g", b"5", b"1", b"2", b"3", b"4", b"6"):  # global header, dirs, links, devices
+                pax = long_name = None
+                continue
+            if kind not in _REGULAR:
+                raise InputDataError(f"shard {url}: unsupported tar member type {kind!r} (sparse file?)")
+            name = (pax.get("path") if pax else None) or long_name
+            if name is None:
+                name = raw_name.split(b"\0", 1)[0].decode("utf-8")
+                if magic == b"ustar" and buf[header_at + 345]:  # a ustar name prefix
+                    name = bytes(view[header_at + 345 : header_at + 500]).split(b"\0", 1)[0].decode("utf-8") + "/" + name
+            pax = long_name = None
+        if suffixes is not None:
+            ext = name[name.rfind(".") + 1 :]
+            if ext not in suffixes and ext.lower() not in suffixes:
+                yield name, None
+                continue
+        yield name, bytes(view[start : start + size])
+
+
+def _members(stream, url: str, suffixes: tuple[str, ...] | None) -> Iterator[tuple[str, bytes | None]]:
+    """iter_members, or webdataset's tarfile reader for a compressed shard (same names and bytes)."""
+    try:
+        yield from iter_members(stream, url, suffixes)
+        return
+    except _Fallback:
+        pass
+    try:
+        stream.seek(0)
+    except (OSError, AttributeError):
+        raise InputDataError(f"shard {url}: compressed or unusual tar that cannot be re-read from the start") from None
+    for member in tar_file_expander([{"url": url, "stream": stream}]):
+        if member:
+            yield member["fname"], member["data"]
 
 
 def fast_tar_expander(data: Iterable[dict], suffixes: tuple[str, ...] | None = None) -> Iterator[dict]:
     """Drop-in for webdataset's ``tar_file_expander`` on {"url", "stream"} dicts.
 
-    ``suffixes``: keep only members whose extension is one of these (the
-    reader needs ``jpg`` and ``cls``, not the per-sample ``json``).
+    ``suffixes``: keep only members whose extension is one of these.
     """
     for source in data:
-        url, stream = source["url"], source["stream"]
-        try:
-            for name, payload in iter_members(stream, url):
-                if _META.match(name):
-                    continue
-                if suffixes is not None and name.rpartition(".")[2].lower() not in suffixes:
-                    continue
-                yield {"fname": name, "data": payload, "__url__": url}
-        except _Fallback:
-            reopened = dict(source)
-            try:
-                stream.seek(0)
-            except (OSError, AttributeError):
-                raise InputDataError(f"shard {url}: compressed or unusual tar that cannot be re-read from the start") from None
-            yield from tar_file_expander([reopened])  # ends the shard with its own {}
-            continue
+        url = source["url"]
+        for name, payload in _members(source["stream"], url, suffixes):
+            if payload is None or _META.match(name):
+                continue
+            yield {"fname": name, "data": payload, "__url__": url}
         yield {}
+
+
+def iter_samples(stream, url: str, suffixes: tuple[str, ...]) -> Iterator[tuple[str, tuple[bytes | None, ...]]]:
+    """(key, payloads) per sample of a shard: ``payloads[i]`` is the member with extension
+    ``suffixes[i]``, or None where the sample lacks it.
+
+    Keys and extensions split as webdataset's ``group_by_keys`` splits them (key: the path
+    up to the first dot of the file name; extension: the rest, lower-cased; members without
+    a dot are skipped), and consecutive members with the same key form a sample, as there;
+    a sample with none of the wanted members is dropped. Tuples instead of dicts: the
+    training reader runs this once per image.
+    """
+    want = {s: i for i, s in enumerate(suffixes)}
+    lasts = tuple({s.rpartition(".")[2] for s in suffixes})
+    key, found = None, None
+    for name, payload in _members(stream, url, lasts):
+        if name[:2] == "__" and _META.match(name):
+            continue
+        stem_at = name.rfind("/") + 1
+        dot = name.find(".", stem_at)
+        if dot <= stem_at:
+            continue  # no key and extension (webdataset skips these too)
+        if name[:dot] != key:
+            if found is not None and found.count(None) < len(found):
+                yield key, tuple(found)
+            key, found = name[:dot], [None] * len(suffixes)
+        ext = name[dot + 1 :]
+        slot = want.get(ext)
+        if slot is None:
+            slot = want.get(ext.lower())
+        if slot is not None:
+            if found[slot] is not None:
+                raise InputDataError(f"shard {url}: duplicate member {name}")
+            found[slot] = payload
+    if found is not None and found.count(None) < len(found):
+        yield key, tuple(found)
+

@@ -145,7 +145,7 @@ def bench_generate(
 @bench_app.command("train")
 def bench_train(
     backbones: str = typer.Option("mobilefacenet,iresnet50", help="Comma-separated backbones; the first is the baseline."),
-    batch_size: int = typer.Option(32, min=1, help="Images per step."),
+    batch_size: int = typer.Option(None, min=1, help="Images per step (default 32; --reader-only: 128, the training default)."),
     steps: int = typer.Option(5, min=1, help="Timed steps per backbone."),
     warmup: int = typer.Option(2, min=0, help="Untimed steps first."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda if available)."),
@@ -155,8 +155,11 @@ def bench_train(
         False, "--reader-only", help="Measure the training data reader instead (decode + augment + batch), with bare JPEG decoding as the baseline."
     ),
     data: str = typer.Option(None, "--data", help="--reader-only: a dataset root; default: a temporary pattern dataset."),
-    workers: str = typer.Option("1,2", "--workers", help="--reader-only: comma-separated DataLoader worker counts."),
-    batches: int = typer.Option(40, min=1, help="--reader-only: timed batches per worker count."),
+    faces: bool = typer.Option(
+        False, "--faces", help="--reader-only: a temporary dataset of real aligned face crops (the shared assets' .bin files)."
+    ),
+    workers: str = typer.Option("0,1,2", "--workers", help="--reader-only: comma-separated DataLoader worker counts (0: in this process)."),
+    batches: int = typer.Option(None, min=1, help="--reader-only: timed batches per worker count (default: 10,000 images' worth)."),
     shuffle_buffer: int = typer.Option(1000, min=0, help="--reader-only: shuffle buffer (steady state; the fill is a transient)."),
 ) -> None:
     """Training images/s (forward + margin loss + backward + SGD) per backbone, with ratios to the first."""
@@ -165,11 +168,11 @@ def bench_train(
         from bench.train import reader_bench
 
         counts = parse_list(workers, "--workers", int, minimum=0)
-        reader_bench(data, counts, batch_size, batches, shuffle_buffer, echo=typer.echo, json_path=json_out)
+        reader_bench(data, counts, batch_size or 128, batches, shuffle_buffer, echo=typer.echo, json_path=json_out, faces=faces)
         return
     from bench.train import train_bench
 
-    train_bench(parse_list(backbones, "--backbones"), batch_size, steps, warmup, device, amp, echo=typer.echo, json_path=json_out)
+    train_bench(parse_list(backbones, "--backbones"), batch_size or 32, steps, warmup, device, amp, echo=typer.echo, json_path=json_out)
 
 
 @bench_app.command("orchestration")
