@@ -266,15 +266,15 @@ class BatchRing:
     def claim(self, wait_s: float = 300.0) -> tuple[int, np.ndarray, np.ndarray]:
         """The next slot, once free: (index, uint8 [B,112,112,3] rows, int64 [B] labels)."""
         slot = self.next
-        self.next = (slot + 1) % self.slots
         deadline = time.monotonic() + wait_s
         while self.busy[slot]:
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"loader worker: batch slot {slot} still in use after {wait_s:.0f} s; read the "
+                    f"loader worker: batch slot {slot} still in use after {wait_s:g} s; read the "
                     "loader through make_loader, which frees each batch's slot as it hands it over"
                 )
             time.sleep(0.0005)
+        self.next = (slot + 1) % self.slots
         images, labels, _ = _slot_views(self.memory, slot, self.layout)
         return slot, images.numpy(), labels.numpy()
 

@@ -70,7 +70,7 @@ class _Window:
     of them).
     """
 
-    def __init__(self, stream, size: int = _CHUNK):
+    def __init__(self, stream, size: int):
         self.stream = stream
         self.readinto = getattr(stream, "readinto", None)
         self.buf = bytearray(size)
@@ -111,7 +111,7 @@ def iter_members(stream, url: str = "", suffixes: tuple[str, ...] | None = None)
     """
     long_name: str | None = None
     pax: dict[str, str] | None = None  # PAX records for the next member
-    window = _Window(stream)
+    window = _Window(stream, _CHUNK)
     window.fill(_BLOCK)
     if bytes(window.view[:5]).startswith(_COMPRESSED):
         raise _Fallback

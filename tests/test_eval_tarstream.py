@@ -8,7 +8,7 @@ import tarfile
 import pytest
 from webdataset.tariterators import tar_file_expander
 
-from eval.tarstream import fast_tar_expander
+from eval.tarstream import fast_tar_expander, iter_samples
 from synthface.errors import InputDataError
 
 
@@ -67,3 +67,49 @@ def test_corrupt_or_truncated_shards_are_clear_errors():
     cut = _tar(MEMBERS)[:1500]
     with pytest.raises(InputDataError, match="truncated"):
         list(fast_tar_expander([{"url": "cut.tar", "stream": io.BytesIO(cut)}]))
+
+
+class _ReadOnly:
+    """A stream with read() only (no readinto), as some fsspec file objects are."""
+
+    def __init__(self, data: bytes):
+        self._f = io.BytesIO(data)
+
+    def read(self, n=-1):
+        return self._f.read(n)
+
+
+GROUPED = [
+    ("a/0000001_000.cls", b"1"),
+    ("a/0000001_000.jpg", b"\xff\xd8one"),
+    ("a/0000001_000.json", b"{}"),
+    ("__meta__", b"skipped"),
+    ("noextension", b"skipped"),
+    ("b.x/0000002_000.JPG", b"\xff\xd8two" * 400),  # upper-case extension, dotted folder
+    ("b.x/0000002_000.full.jpg", b"\xff\xd8full"),
+    ("0000003_000.json", b"{}"),  # no wanted member: no sample
+    ("0000004_000.cls", b"4"),  # no jpg: a sample with jpg None
+]
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 600])  # 600: refills mid-header and members longer than the buffer
+@pytest.mark.parametrize("wrap", [io.BytesIO, _ReadOnly])
+def test_samples_group_as_webdatasets_group_by_keys(monkeypatch, chunk, wrap):
+    from webdataset.tariterators import group_by_keys
+
+    monkeypatch.setattr("eval.tarstream._CHUNK", chunk)
+    data = _tar(GROUPED, tarfile.USTAR_FORMAT)
+    ours = [(key, jpg, cls) for key, (jpg, cls) in iter_samples(wrap(data), "mem.tar", ("jpg", "cls"))]
+    theirs = [
+        (s["__key__"], s.get("jpg"), s.get("cls"))
+        for s in group_by_keys(tar_file_expander([{"url": "mem.tar", "stream": io.BytesIO(data)}]))
+        if "jpg" in s or "cls" in s
+    ]
+    assert ours == theirs
+    assert [key for key, _, _ in ours] == ["a/0000001_000", "b.x/0000002_000", "0000004_000"]
+
+
+def test_a_member_twice_in_one_sample_is_an_error():
+    data = _tar([("0000001_000.jpg", b"x"), ("0000001_000.jpg", b"y")], tarfile.USTAR_FORMAT)
+    with pytest.raises(InputDataError, match="duplicate member 0000001_000.jpg"):
+        list(iter_samples(io.BytesIO(data), "dup.tar", ("jpg", "cls")))
