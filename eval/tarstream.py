@@ -104,19 +104,29 @@ def iter_members(stream, url: str = "", suffixes: tuple[str, ...] | None = None)
     """(name, bytes) of each regular member of an uncompressed tar stream, in order.
 
     With ``suffixes``, members whose extension is not among them come as
-    (name, None): their payload is skipped, not copied. The stream is read in
-    1 MiB chunks into one buffer and each header is parsed in place by one
-    struct call; a plain ustar member (what the factory writes) takes a short
-    path. This loop runs three times per training image.
+    (name, None): their payload is skipped, not copied. Raises
+    :class:`_Fallback` (before anything else) on a compressed stream.
     """
+    window = _Window(stream, _CHUNK)
+    if _compressed(window):
+        raise _Fallback
+    yield from _scan(window, url, suffixes)
+
+
+def _compressed(window: _Window) -> bool:
+    window.fill(_BLOCK)
+    return bytes(window.view[: window.end][:5]).startswith(_COMPRESSED)
+
+
+def _scan(window: _Window, url: str, suffixes: tuple[str, ...] | None) -> Iterator[tuple[str, bytes | None]]:
+    """The members of the tar in ``window``. The stream is read in 1 MiB chunks into one
+    buffer and each header is parsed in place by one struct call; a plain ustar member
+    (what the factory writes) takes a short path. This loop runs three times per
+    training image."""
     long_name: str | None = None
     pax: dict[str, str] | None = None  # PAX records for the next member
-    window = _Window(stream, _CHUNK)
-    window.fill(_BLOCK)
-    if bytes(window.view[:5]).startswith(_COMPRESSED):
-        raise _Fallback
     unpack = _HEADER.unpack_from
-    buf, view, pos, end = window.buf, window.view, 0, window.end
+    buf, view, pos, end = window.buf, window.view, window.pos, window.end
     while True:
         if pos + _BLOCK > end:
             window.pos = pos
@@ -176,19 +186,16 @@ def iter_members(stream, url: str = "", suffixes: tuple[str, ...] | None = None)
 
 
 def _members(stream, url: str, suffixes: tuple[str, ...] | None) -> Iterator[tuple[str, bytes | None]]:
-    """iter_members, or webdataset's tarfile reader for a compressed shard (same names and bytes)."""
-    try:
-        yield from iter_members(stream, url, suffixes)
-        return
-    except _Fallback:
-        pass
+    """The tar's members through :func:`_scan`, or webdataset's tarfile reader for a
+    compressed shard (same names and bytes)."""
+    window = _Window(stream, _CHUNK)
+    if not _compressed(window):
+        return _scan(window, url, suffixes)
     try:
         stream.seek(0)
     except (OSError, AttributeError):
         raise InputDataError(f"shard {url}: compressed or unusual tar that cannot be re-read from the start") from None
-    for member in tar_file_expander([{"url": url, "stream": stream}]):
-        if member:
-            yield member["fname"], member["data"]
+    return ((m["fname"], m["data"]) for m in tar_file_expander([{"url": url, "stream": stream}]) if m)
 
 
 def fast_tar_expander(data: Iterable[dict], suffixes: tuple[str, ...] | None = None) -> Iterator[dict]:
