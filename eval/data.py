@@ -1,4 +1,12 @@
-"""Training data: a WebDataset pipeline over the factory's shards.
+"""Training data: the factory's WebDataset shards as ready batches.
+
+The hot path is lean on purpose (docs/benchmark.md, "The training reader"):
+tar members -> (key, url, jpg, cls) tuples (``eval/tarstream.py``) -> a
+shuffle buffer over tuples -> each batch decoded by libjpeg-turbo straight
+into one uint8 array, flipped in place, colour-augmented per batch ->
+handed to the training process through a shared-memory ring of batch slots
+(:class:`BatchRing`). Batches are ``[B,3,112,112]`` views of NHWC rows
+(channels_last strides).
 
 ``--data`` is a dataset root (local folder or fsspec URL holding
 ``dataset.json`` and ``shard-NNNNNN.tar``) or a brace pattern of shard URLs
@@ -189,14 +197,6 @@ class Augment:
         elif cfg.grayscale_prob > 0:
             for i in np.flatnonzero(draws[:, col] < cfg.grayscale_prob):
                 images[i] = images[i].astype(np.float32).mean(axis=2, keepdims=True)
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """One HxWx3 image (a new array; the batch path uses :meth:`draw` and :meth:`colour`)."""
-        flips, colour = self.draw(1)
-        out = np.ascontiguousarray(image[:, ::-1] if flips[0] else image)[None].copy()
-        if colour is not None:
-            self.colour(out, colour)
-        return out[0]
 
 
 def _shuffled(samples: Iterator, bufsize: int, rng: random.Random) -> Iterator:
@@ -418,9 +418,9 @@ class ShardStream(torch.utils.data.IterableDataset):
                 self._fill(chunk, augment, images.numpy(), labels)
                 yield images.permute(0, 3, 1, 2), torch.from_numpy(labels)
             else:
-                slot, rows, label_rows = ring.claim()
+                held, rows, label_rows = ring.claim()
                 self._fill(chunk, augment, rows, label_rows)
-                yield ring.hand_out(slot)
+                yield ring.hand_out(held)
 
 
 class Loader:
