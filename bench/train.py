@@ -267,12 +267,21 @@ def _temporary_dataset(tmp: str, faces: bool, echo: Callable[[str], None]) -> st
     return root
 
 
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
 def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, batches: int | None, shuffle_buffer: int,
-                 echo: Callable[[str], None] = print, json_path: str | None = None, faces: bool = False) -> dict:
+                 echo: Callable[[str], None] = print, json_path: str | None = None, faces: bool = False,
+                 rounds: int = 3) -> dict:
     """`bench train --reader-only`: the loader's images per CPU-second (per core) and per
     wall-second for each worker count, against bare decoding of the same JPEG bytes in the
-    same run (before and after the loader runs). Without ``data``: a temporary dataset of
-    real face crops (``faces``) or of noisy patterns."""
+    same run. ``rounds`` times: every bare decoder, then the loader at each worker count;
+    each loader figure is divided by the bare simplejpeg figure of its round, and the
+    medians over rounds are reported (this VM's speed drifts by 10-20 % between runs).
+    Without ``data``: a temporary dataset of real face crops (``faces``) or of noisy patterns."""
     from eval.config import DataConfig
     from eval.data import resolve_dataset
     from synthface.errors import ConfigError
@@ -281,6 +290,8 @@ def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, b
         raise ConfigError("--workers: give worker counts >= 0")
     if data is not None and faces:
         raise ConfigError("--faces builds its own dataset: give --data or --faces, not both")
+    if rounds < 1:
+        raise ConfigError("--rounds: give at least 1")
     batches = batches or -(-READER_IMAGES // batch_size)
     with tempfile.TemporaryDirectory(prefix="synthface-reader-") as tmp:
         label = data or ("faces" if faces else "pattern")
@@ -292,45 +303,58 @@ def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, b
         cfg = DataConfig(batch_size=batch_size, shuffle_buffer=shuffle_buffer)
         echo(
             f"cpu cores {os.cpu_count()}, load average at start {load_average():.2f}; batch {batch_size}, "
-            f"{batches} timed batches ({batches * batch_size:,} images) per worker count; augmentation: flip {cfg.flip}, "
-            f"colour jitter {cfg.color_jitter}, greyscale {cfg.grayscale_prob}; shuffle buffer {shuffle_buffer}"
+            f"{batches} timed batches ({batches * batch_size:,} images) per worker count and round, {rounds} rounds; "
+            f"augmentation: flip {cfg.flip}, colour jitter {cfg.color_jitter}, greyscale {cfg.grayscale_prob}; "
+            f"shuffle buffer {shuffle_buffer}"
         )
         jpegs = read_jpegs(spec)
-        before = measure_decode(jpegs, batches * batch_size)
-        runs = []
-        for w in workers:
-            r = measure_reader(spec, cfg, w, batches)
-            r["load"] = load_average()
-            runs.append(r)
-        after = measure_decode(jpegs, batches * batch_size)
-    decode = {
-        name: {**before[name], "per_cpu_s": (before[name]["per_cpu_s"] + after[name]["per_cpu_s"]) / 2,
-               "per_cpu_s_before": before[name]["per_cpu_s"], "per_cpu_s_after": after[name]["per_cpu_s"]}
-        for name in before
-    }
-    base = decode["simplejpeg"]["per_cpu_s"]
+        decode_rounds, reader_rounds = [], []
+        for _ in range(rounds):
+            decode_rounds.append(measure_decode(jpegs, batches * batch_size))
+            base = decode_rounds[-1]["simplejpeg"]["per_cpu_s"]
+            reader_rounds.append([])
+            for w in workers:
+                r = measure_reader(spec, cfg, w, batches)
+                r.update(load=load_average(), ratio_to_decode=r["per_cpu_s"] / base)
+                reader_rounds[-1].append(r)
+    decode = {}
+    for name, first in decode_rounds[0].items():
+        per_round = [d[name]["per_cpu_s"] for d in decode_rounds]
+        ratios = [d[name]["per_cpu_s"] / d["simplejpeg"]["per_cpu_s"] for d in decode_rounds]
+        decode[name] = {"images": first["images"], "about": first["about"], "per_cpu_s": _median(per_round),
+                        "per_cpu_s_rounds": per_round, "ratio_to_decode": _median(ratios)}
+    runs = []
+    for k, w in enumerate(workers):
+        per_round = [rs[k] for rs in reader_rounds]
+        runs.append({
+            "workers": w,
+            "images": per_round[0]["images"],
+            "shape": per_round[0]["shape"],
+            **{key: _median([r[key] for r in per_round])
+               for key in ("per_cpu_s", "ratio_to_decode", "per_wall_s", "main_us_per_image", "workers_us_per_image", "load")},
+            "per_cpu_s_rounds": [r["per_cpu_s"] for r in per_round],
+            "ratio_rounds": [r["ratio_to_decode"] for r in per_round],
+        })
     difference = fast_decode_difference(jpegs[:1000])
     echo(
         f"bare decoding of the dataset's {len(jpegs):,} JPEGs (mean {sum(map(len, jpegs)) / len(jpegs):,.0f} bytes), "
-        f"{decode['simplejpeg']['images']:,} decodes each, one process, before and after the loader runs:"
+        f"{decode['simplejpeg']['images']:,} decodes per round, one process (median of the rounds; each round):"
     )
     for name, r in decode.items():
-        r["ratio_to_decode"] = r["per_cpu_s"] / base
-        echo(
-            f"  {name:<22} {r['per_cpu_s']:>7,.0f} images per CPU-second ({r['per_cpu_s_before']:,.0f} / {r['per_cpu_s_after']:,.0f}) "
-            f"= {r['ratio_to_decode']:.2f} x simplejpeg; {r['about']}"
-        )
+        rounds_text = " / ".join(f"{v:,.0f}" for v in r["per_cpu_s_rounds"])
+        echo(f"  {name:<22} {r['per_cpu_s']:>7,.0f} images per CPU-second ({rounds_text}) = {r['ratio_to_decode']:.2f} x simplejpeg; {r['about']}")
     echo(f"  (simplejpeg fast vs default pixels: max difference {difference['max']}, mean {difference['mean']:.2f} levels)")
     for r in runs:
-        r["ratio_to_decode"] = r["per_cpu_s"] / base
         where = "in this process" if r["workers"] == 0 else f"{r['workers']} worker(s)"
+        ratios = " / ".join(f"{v:.2f}" for v in r["ratio_rounds"])
         echo(
             f"reader, {where}: {r['per_cpu_s']:>7,.0f} images per CPU-second (all loader processes) = "
-            f"{r['ratio_to_decode']:.2f} x bare simplejpeg decoding; CPU per image {r['workers_us_per_image']:.0f} us in workers "
-            f"+ {r['main_us_per_image']:.0f} us in the training process; {r['per_wall_s']:,.0f} images per wall-second; load {r['load']:.1f}"
+            f"{r['ratio_to_decode']:.2f} x bare simplejpeg decoding (rounds: {ratios}); CPU per image "
+            f"{r['workers_us_per_image']:.0f} us in workers + {r['main_us_per_image']:.0f} us in the training process; "
+            f"{r['per_wall_s']:,.0f} images per wall-second; load {r['load']:.1f}"
         )
     echo(f"load average at end {load_average():.2f}: per CPU-second figures hold under load better than per wall-second ones")
     warn_if_loaded(echo)
-    result = {"dataset": label, "decode": decode, "fast_decode_difference": difference, "reader": runs}
+    result = {"dataset": label, "rounds": rounds, "decode": decode, "fast_decode_difference": difference, "reader": runs}
     write_result(json_path, result)
     return result

@@ -19,15 +19,18 @@ def test_reader_bench_reports_each_worker_count_against_bare_decoding(tmp_path):
     root = write_pattern_dataset(tmp_path / "ds", num_classes=4, images_per_class=6, shards=2)
     lines = []
     result = reader_bench(str(root), [0, 1], batch_size=4, batches=3, shuffle_buffer=8, echo=lines.append,
-                          json_path=str(tmp_path / "r.json"))
+                          json_path=str(tmp_path / "r.json"), rounds=2)
     text = "\n".join(lines)
     assert f"dataset: {root}" in text and "bare decoding of the dataset's 24 JPEGs" in text
     assert "reader, in this process:" in text and "reader, 1 worker(s):" in text and "x bare simplejpeg decoding" in text
     saved = json.loads((tmp_path / "r.json").read_text())
     assert [r["workers"] for r in saved["reader"]] == [0, 1]
     for r in saved["reader"]:
-        assert r["images"] == 12 and r["per_cpu_s"] > 0
-        assert r["ratio_to_decode"] == pytest.approx(r["per_cpu_s"] / saved["decode"]["simplejpeg"]["per_cpu_s"])
+        assert r["images"] == 12 and r["per_cpu_s"] > 0 and len(r["per_cpu_s_rounds"]) == 2
+        # each round's loader figure over the same round's bare decoding; medians of the rounds
+        base = saved["decode"]["simplejpeg"]["per_cpu_s_rounds"]
+        assert r["ratio_rounds"] == pytest.approx([v / b for v, b in zip(r["per_cpu_s_rounds"], base)])
+        assert r["ratio_to_decode"] == pytest.approx(sum(r["ratio_rounds"]) / 2)
     assert saved["decode"]["simplejpeg"]["images"] >= 12 and result["fast_decode_difference"]["max"] >= 0
 
 
@@ -36,6 +39,8 @@ def test_reader_bench_refuses_data_and_faces_together(tmp_path):
         reader_bench(str(tmp_path), [1], 4, 1, 0, echo=lambda _: None, faces=True)
     with pytest.raises(ConfigError, match="--workers"):
         reader_bench(str(tmp_path), [], 4, 1, 0, echo=lambda _: None)
+    with pytest.raises(ConfigError, match="--rounds"):
+        reader_bench(str(tmp_path), [1], 4, 1, 0, echo=lambda _: None, rounds=0)
 
 
 def test_face_dataset_holds_the_bin_crops_through_the_shard_writer(assets, tmp_path):

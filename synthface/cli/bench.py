@@ -161,6 +161,7 @@ def bench_train(
     workers: str = typer.Option("0,1,2", "--workers", help="--reader-only: comma-separated DataLoader worker counts (0: in this process)."),
     batches: int = typer.Option(None, min=1, help="--reader-only: timed batches per worker count (default: 10,000 images' worth)."),
     shuffle_buffer: int = typer.Option(1000, min=0, help="--reader-only: shuffle buffer (steady state; the fill is a transient)."),
+    rounds: int = typer.Option(3, min=1, help="--reader-only: repeat decode + loader measurements; medians are reported."),
 ) -> None:
     """Training images/s (forward + margin loss + backward + SGD) per backbone, with ratios to the first."""
     from synthface.config import parse_list  # here: pydantic + yaml load slowly, and --help must not wait
@@ -168,7 +169,8 @@ def bench_train(
         from bench.train import reader_bench
 
         counts = parse_list(workers, "--workers", int, minimum=0)
-        reader_bench(data, counts, batch_size or 128, batches, shuffle_buffer, echo=typer.echo, json_path=json_out, faces=faces)
+        reader_bench(data, counts, batch_size or 128, batches, shuffle_buffer, echo=typer.echo, json_path=json_out, faces=faces,
+                     rounds=rounds)
         return
     from bench.train import train_bench
 
