@@ -2,14 +2,18 @@
 
 Python's ``tarfile`` (which webdataset's ``tar_file_expander`` uses) parses
 every header field and every PAX record in Python; on 112x112 JPEG shards
-(three members per sample, each behind a PAX header) that cost three times as
-much CPU as decoding the JPEGs (docs/benchmark.md). This reader takes from a
-header only what a sample needs (name, size, type; PAX ``path`` / ``size``
-and GNU long names), checks the header checksum, and reads the payload in one
-call. Anything it does not handle (compressed shards) goes to
-webdataset's reader, so the output is the same as ``tar_file_expander``'s:
-``{"fname", "data", "__url__"}`` per regular member, ``{}`` at the end of
-each shard.
+(three members per sample) that cost three times as much CPU as decoding the
+JPEGs (docs/benchmark.md). This reader takes from a header only what a
+sample needs (name, size, type; PAX ``path`` / ``size`` and GNU long names),
+checks the checksum of headers without the ustar magic, and hands out
+payloads from one reused read buffer. Compressed shards go to webdataset's
+reader. Two outputs:
+
+- :func:`iter_samples`: (key, payloads) tuples per sample, grouped as
+  webdataset's ``group_by_keys`` groups them (the training reader);
+- :func:`fast_tar_expander`: ``tar_file_expander``'s output,
+  ``{"fname", "data", "__url__"}`` per regular member and ``{}`` at the end
+  of each shard.
 """
 
 from __future__ import annotations
@@ -26,10 +30,6 @@ _BLOCK = 512
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset skips these member names
 _REGULAR = (b"0", b"\0", b"7")
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
-
-
-class _Fallback(Exception):
-    """A compressed shard: webdataset's reader (tarfile) handles it."""
 
 
 def _number(field: bytes) -> int:
@@ -98,19 +98,6 @@ class _Window:
                 return False
             self.end += got
         return True
-
-
-def iter_members(stream, url: str = "", suffixes: tuple[str, ...] | None = None) -> Iterator[tuple[str, bytes | None]]:
-    """(name, bytes) of each regular member of an uncompressed tar stream, in order.
-
-    With ``suffixes``, members whose extension is not among them come as
-    (name, None): their payload is skipped, not copied. Raises
-    :class:`_Fallback` (before anything else) on a compressed stream.
-    """
-    window = _Window(stream, _CHUNK)
-    if _compressed(window):
-        raise _Fallback
-    yield from _scan(window, url, suffixes)
 
 
 def _compressed(window: _Window) -> bool:
@@ -195,7 +182,10 @@ def _members(stream, url: str, suffixes: tuple[str, ...] | None) -> Iterator[tup
         stream.seek(0)
     except (OSError, AttributeError):
         raise InputDataError(f"shard {url}: compressed or unusual tar that cannot be re-read from the start") from None
-    return ((m["fname"], m["data"]) for m in tar_file_expander([{"url": url, "stream": stream}]) if m)
+    members = ((m["fname"], m["data"]) for m in tar_file_expander([{"url": url, "stream": stream}]) if m)
+    if suffixes is None:
+        return members
+    return ((name, data if name.rpartition(".")[2].lower() in suffixes else None) for name, data in members)
 
 
 def fast_tar_expander(data: Iterable[dict], suffixes: tuple[str, ...] | None = None) -> Iterator[dict]:

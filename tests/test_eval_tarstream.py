@@ -57,6 +57,8 @@ def test_suffix_filter_and_compressed_fallback():
     gz = _tar(MEMBERS, mode="w:gz")
     ours, theirs = _both(gz)
     assert ours == theirs and len(ours) == len(MEMBERS)
+    kept_gz = list(fast_tar_expander([{"url": "a", "stream": io.BytesIO(gz)}], suffixes=("jpg",)))
+    assert kept_gz == [{**m, "__url__": "a"} for m in kept if m] + [{}]  # the same filter on compressed shards
 
 
 def test_corrupt_or_truncated_shards_are_clear_errors():
