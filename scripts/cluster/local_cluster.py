@@ -5,8 +5,9 @@ Each node is one `ray start --block` process in its own process group: stopping 
 signals exactly those processes (Ray's own shutdown then stops the daemons each started), and
 never runs `ray stop` (which stops every Ray process of the user). Every port Ray would
 otherwise take at a fixed default (GCS 6379, dashboard 8265, client server 10001, dashboard
-agent 52365, workers 10002-19999) is chosen free, and HOME is a private folder, so neither the real ~/.ray/auth_token nor another cluster is
-read or changed (caches, XDG_CACHE_HOME, stay the user's).
+agent 52365, workers 10002-19999) is chosen free, and HOME is a private folder, so neither
+the real ~/.ray/auth_token nor another cluster is read or changed (caches, XDG_CACHE_HOME,
+stay the user's).
 
 Used by tests/test_cluster_example.py (imported by path) and by two_node_submit.sh:
     python scripts/cluster/local_cluster.py WORK_DIR DASHBOARD_PORT
@@ -60,7 +61,8 @@ def client_env(root: Path, token_file: Path | None, base: dict[str, str] | None 
 
 @dataclass
 class LocalCluster:
-    """A head (with the dashboard) and ``len(nodes) - 1`` more nodes; see the module docstring."""
+    """A head (with the dashboard) and more nodes, one `ray start --block` process each in
+    ``procs`` (the head first); see the module docstring."""
 
     root: Path
     token_file: Path
