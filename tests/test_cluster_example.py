@@ -76,7 +76,14 @@ def cluster():
     # short: Ray's unix sockets live under it
     root = Path(tempfile.mkdtemp(prefix="sfc", dir="/tmp"))
     try:
-        with local_cluster.start_cluster(root, num_nodes=2, env=S3_KEYS, timeout_s=240) as running:
+        for attempt in (1, 2):  # once more if a free port was taken before Ray bound it
+            try:
+                running = local_cluster.start_cluster(root / str(attempt), env=S3_KEYS, timeout_s=240)
+                break
+            except (RuntimeError, TimeoutError):
+                if attempt == 2:
+                    raise
+        with running:  # stops its processes, however the tests end
             yield running
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=False)

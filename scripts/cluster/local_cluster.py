@@ -145,6 +145,7 @@ def start_cluster(
     if len(str(root)) > MAX_TEMP_DIR_CHARS:
         raise ValueError(f"{root}: Ray's socket paths need a short folder (at most {MAX_TEMP_DIR_CHARS} characters)")
     token_file = root / "token"
+    root.mkdir(parents=True, exist_ok=True)
     token_file.write_text(uuid.uuid4().hex)
     node_env = client_env(root, token_file)
     # a loaded box may need longer than Ray's default for a node's agents to start
