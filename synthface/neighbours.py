@@ -21,8 +21,8 @@ threshold". Two modes answer them:
   signs of random projections (SimHash); two rows at angle theta differ in
   each sign with probability theta / pi, independently, so their Hamming
   distance is Binomial(bits, theta / pi). faiss's binary index scans all
-  pairs' Hamming distances (64 bytes per row at 512 bits: ~7x faster than
-  the fp32 products on this CPU) and proposes the pairs within a radius
+  pairs' Hamming distances (64 bytes per row at 512 bits: 5.7x less CPU
+  time than the exact fp32 products for 200K class centres on this CPU) and proposes the pairs within a radius
   chosen from the binomial tail, and every proposed pair is re-scored exactly
   in fp32. So no reported pair is below the threshold, and a pair at or
   above it is missed with probability at most ``miss_rate`` (a bound, not an

@@ -18,7 +18,7 @@ number of close pairs. At 1M classes the search is the whole cost, so
   and on a CPU for up to ``SKETCH_MIN_CLASSES`` classes (seconds);
 - ``sketch``: above that on a CPU, sign sketches propose and exact fp32 re-scoring
   decides: no false duplicate, and a pair at or above tau_inter is missed with
-  probability at most ``SketchSettings.miss_rate`` (1e-6), about 7x faster than exact on
+  probability at most ``SketchSettings.miss_rate`` (1e-6), 5.7x less CPU time than exact on
   a CPU. It is used only while tau_inter is high enough that unrelated centres are
   rarely proposed (``MAX_SKETCH_CANDIDATE_RATE``); otherwise exact.
 
