@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthface.errors import RunStateError
-from synthface.filtering.duplicates import DUPLICATE_REASON, find_duplicates
+from synthface.filtering.duplicates import DUPLICATE_REASON, choose_search, find_duplicates, search_record
 from synthface.shards.manifest import DATASET_FILE, FINALISE_FILE, RUN_FILE, write_dataset_manifest
 from synthface.shards.rewrite import classes_fingerprint, drop_classes
 from synthface.shards.storage import Output
@@ -117,6 +117,7 @@ def finalise(out: str | Output, extra_drops: dict[int, dict[str, Any]] | None = 
 
     t = time.perf_counter()
     new: dict[int, dict[str, Any]] = {}
+    search = (plan or {}).get("search")  # how the duplicate search ran (kept when it is skipped)
     flagged: dict[int, dict[str, Any]] = {int(i): d for i, d in (plan or {}).get("flagged", {}).items()}
     # the search over all centres is the whole cost: skip it when the classes are those already checked
     unchanged = plan is not None and plan.get("checked") == classes_fingerprint(committed, cfg)
@@ -127,7 +128,9 @@ def finalise(out: str | Output, extra_drops: dict[int, dict[str, Any]] | None = 
         t = time.perf_counter()
         # filter.inter_action decides, as inside a shard job: drop the later class, or keep it flagged
         found = new if cfg["filter"].get("inter_action", "drop") == "drop" else flagged
-        for cid, dup in find_duplicates(ids, centres, tau).items():
+        method = choose_search(len(ids), tau)
+        search = search_record(method, tau)
+        for cid, dup in find_duplicates(ids, centres, tau, search=method).items():
             found[cid] = {"reason": DUPLICATE_REASON, "duplicate_of": dup.of, "similarity": round(dup.similarity, 6)}
         result.seconds["duplicates_s"] = round(time.perf_counter() - t, 3)
     done = {int(i) for i in (plan or {}).get("drops", {})}
@@ -153,6 +156,8 @@ def finalise(out: str | Output, extra_drops: dict[int, dict[str, Any]] | None = 
         plan["applied"] = True
     plan["flagged"] = {str(i): flagged[i] for i in sorted(flagged)}  # kept in the data, listed
     plan["checked"] = classes_fingerprint(committed, cfg)
+    if search:
+        plan["search"] = search
     output.write_json(FINALISE_FILE, plan)
     write_dataset_manifest(
         output, record, committed, len(dataset["shards"]) + len(dataset.get("missing_shards", [])), {},

@@ -9,8 +9,6 @@ manifest and the dataset card from the shards' stats.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +18,7 @@ from rich.console import Console
 from pipelines.dispatch import Dispatcher
 from pipelines.planning import plan_jobs, run_groups
 from pipelines.progress import RunProgress
+from pipelines.ray_connect import init_ray
 from pipelines.shard_job import Stages
 from pipelines.stages import build_stages, load_bank_embeddings
 from synthface.errors import ConfigError, OutputError, RunStateError
@@ -61,71 +60,6 @@ class GenerateResult:
             f"{len(ds.get('shards', []))} shards (acceptance {ds.get('acceptance_rate', 0):.1%}; "
             f"{self.skipped} shards resumed, {self.done} generated, {self.retries} retries)"
         )
-
-
-AUTH_HINT = (
-    "the cluster may use Ray token authentication (RAY_AUTH_MODE=token, on by default for "
-    "clusters started where ~/.ray/auth_token exists): give this process the cluster's token with "
-    "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (its head node has it in ~/.ray/auth_token), see docs/cluster.md"
-)
-
-
-def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Start a private local Ray (address None) or join a cluster; True if we started it.
-
-    Local means local: without an address (or RAY_ADDRESS, which `ray job submit` sets),
-    a cluster started with `ray start` on this machine, or a stale
-    /tmp/ray/ray_current_cluster file it left, is neither joined nor a problem.
-    """
-    import ray
-    from ray.exceptions import AuthenticationError
-
-    if ray.is_initialized():
-        return False
-    # FSSPEC_* settings go to the workers with the actor options (runtime envs merge env_vars
-    # there); given to ray.init as well they conflict with a `ray job submit --runtime-env-json`
-    # that sets them, and the job fails on a runtime-env merge error
-    # inside `ray job submit` Ray sets RAY_ADDRESS: join that cluster
-    given = address
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        where = f"--ray-address {address}" if given else f"RAY_ADDRESS={address}"
-        if address != "auto":
-            _check_reachable(address, where)
-        try:
-            ray.init(address=address, log_to_driver=True)
-        except ConnectionError as exc:  # 'auto' with no cluster running here, or a cluster that went away
-            raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
-        except ValueError as exc:  # not an address Ray understands
-            raise ConfigError(
-                f"{where}: {str(exc).splitlines()[0]} (expected 'auto', HOST:PORT or ray://HOST:PORT)"
-            ) from None
-        except (AuthenticationError, RuntimeError) as exc:
-            text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            if isinstance(exc, AuthenticationError) or "auth" in str(exc).lower() or "token" in str(exc).lower():
-                raise ConfigError(f"{where}: Ray refused the connection ({text}); {AUTH_HINT}") from None
-            raise
-    else:
-        # Light on a laptop: no dashboard, only the CPUs we have; "local" never joins a running cluster.
-        ray.init(
-            address="local",
-            num_cpus=num_cpus or os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=True,
-            configure_logging=False,
-        )
-    return True
-
-
-def _check_reachable(address: str, where: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on a host:port nobody listens on (ray.init would retry for minutes)."""
-    host, sep, port = address.split("://", 1)[-1].rpartition(":")
-    if not sep or not port.isdigit():
-        return  # not host:port; let Ray judge it
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise ConfigError(f"{where}: no Ray cluster answers at {host}:{port} ({exc.strerror or exc})") from None
 
 
 def _check_resources(cfg: FactoryConfig) -> None:

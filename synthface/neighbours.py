@@ -17,6 +17,20 @@ threshold". Two modes answer them:
   same recall (docs/identity.md has the figures), so the identity banks use
   ``exact``. ``measure_recall`` reports what an approximate search found of
   the exact answer on a sample of queries.
+- ``sketch`` (``pairs_above`` only): sign sketches. Each row becomes ``bits``
+  signs of random projections (SimHash); two rows at angle theta differ in
+  each sign with probability theta / pi, independently, so their Hamming
+  distance is Binomial(bits, theta / pi). faiss's binary index scans all
+  pairs' Hamming distances (64 bytes per row at 512 bits: 5.7x less CPU
+  time than the exact fp32 products for 200K class centres on this CPU) and proposes the pairs within a radius
+  chosen from the binomial tail, and every proposed pair is re-scored exactly
+  in fp32. So no reported pair is below the threshold, and a pair at or
+  above it is missed with probability at most ``miss_rate`` (a bound, not an
+  estimate). It pays when the threshold is far above the typical cosine of
+  unrelated rows (duplicate class centres: tau_inter 0.6 against ~0.04 for
+  unrelated 512-d identities); ``sketch_candidate_rate`` says how many
+  unrelated pairs it would propose. The sketches are seeded, so the same rows
+  always give the same pairs (finalising stays idempotent).
 
 Cost of exact search: one N x M x d product (half of it for a self-search:
 the similarity matrix is symmetric).
@@ -37,6 +51,7 @@ import torch
 from synthface.errors import ConfigError
 
 Mode = Literal["exact", "approx"]
+PairsMode = Literal["exact", "approx", "sketch"]
 
 # Extra candidates per row re-scored in fp32: bf16 cosines are off by ~1e-3 at
 # most, far less than the usual gap between the k-th and (k+4)-th neighbour.
@@ -248,6 +263,80 @@ class ApproxIndex:
         return lims.astype(np.int64), sims.astype(np.float32), ids.astype(np.int64)
 
 
+@dataclass(frozen=True)
+class SketchSettings:
+    """Sign sketches of ``bits`` random hyperplanes (a multiple of 8); a pair at cosine >= the
+    threshold is missed with probability at most ``miss_rate``; ``block_rows`` rows per index block."""
+
+    bits: int = 512
+    miss_rate: float = 1e-6
+    seed: int = 0
+    block_rows: int = 16_384  # 1 MiB of 512-bit codes per index block: fits in cache (faster than 64K rows)
+
+    def __post_init__(self):
+        if self.bits <= 0 or self.bits % 8:
+            raise ConfigError(f"sketch bits must be a positive multiple of 8, got {self.bits}")
+        if not 0.0 < self.miss_rate < 1.0:
+            raise ConfigError(f"sketch miss_rate must be in (0, 1), got {self.miss_rate}")
+
+
+def sketch_radius(threshold: float, settings: SketchSettings = SketchSettings()) -> int:
+    """The largest Hamming distance proposed: at cosine ``threshold`` the distance is
+    Binomial(bits, angle / pi), and P(distance > radius) <= miss_rate."""
+    from scipy.stats import binom
+
+    p = math.acos(min(1.0, max(-1.0, float(threshold)))) / math.pi
+    return int(binom.ppf(1.0 - settings.miss_rate, settings.bits, p))
+
+
+def sketch_candidate_rate(threshold: float, settings: SketchSettings = SketchSettings()) -> float:
+    """The fraction of unrelated (orthogonal) pairs the sketch proposes for exact re-scoring."""
+    from scipy.stats import binom
+
+    return float(binom.cdf(sketch_radius(threshold, settings), settings.bits, 0.5))
+
+
+def sign_sketches(x: np.ndarray, settings: SketchSettings = SketchSettings()) -> np.ndarray:
+    """uint8[n, bits / 8]: the signs of ``x`` projected on ``bits`` seeded Gaussian directions."""
+    planes = np.random.default_rng(settings.seed).standard_normal((x.shape[1], settings.bits)).astype(np.float32)
+    codes = np.empty((len(x), settings.bits // 8), np.uint8)
+    for start in range(0, len(x), 65_536):
+        codes[start : start + 65_536] = np.packbits(x[start : start + 65_536] @ planes > 0, axis=1)
+    return codes
+
+
+def _sketch_pairs(x: np.ndarray, threshold: float, settings: SketchSettings):
+    """(i, j, cosine) lists of the pairs i < j at cosine >= threshold (see ``sketch`` in the module doc).
+
+    Blocks of rows: block ``b`` is indexed once and searched by every block ``a <= b``, so each
+    pair is scanned once (half the matrix)."""
+    faiss = _faiss()
+    codes = sign_sketches(x, settings)
+    radius = sketch_radius(threshold, settings)
+    found_i, found_j, found_s = [], [], []
+    starts = list(range(0, len(x), settings.block_rows))
+    for b in starts:
+        index = faiss.IndexBinaryFlat(settings.bits)
+        index.add(codes[b : b + settings.block_rows])
+        for a in starts:
+            if a > b:
+                break
+            # faiss keeps distances strictly below the radius it is given
+            lims, _, cols = index.range_search(codes[a : a + settings.block_rows], radius + 1)
+            rows = np.repeat(np.arange(a, a + len(lims) - 1), np.diff(lims.astype(np.int64)))
+            cols = cols.astype(np.int64) + b
+            keep = rows < cols  # the diagonal block lists each pair twice, and each row itself
+            rows, cols = rows[keep], cols[keep]
+            for c in range(0, len(rows), 1_000_000):  # exact re-scoring, a bounded slice at a time
+                r, k = rows[c : c + 1_000_000], cols[c : c + 1_000_000]
+                sims = np.einsum("ij,ij->i", x[r], x[k])
+                ok = sims >= threshold
+                found_i.append(r[ok])
+                found_j.append(k[ok])
+                found_s.append(sims[ok].astype(np.float32))
+    return found_i, found_j, found_s
+
+
 def _faiss():
     try:
         import faiss
@@ -256,9 +345,10 @@ def _faiss():
     return faiss
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in ("exact", "approx"):
-        raise ConfigError(f"nearest-neighbour mode must be 'exact' or 'approx', got {mode!r}")
+def _check_mode(mode: str, allowed: tuple[str, ...] = ("exact", "approx")) -> None:
+    if mode not in allowed:
+        names = " or ".join(repr(m) for m in allowed) if len(allowed) < 3 else ", ".join(map(repr, allowed))
+        raise ConfigError(f"nearest-neighbour mode must be {names}, got {mode!r}")
 
 
 def iter_search(
@@ -363,10 +453,11 @@ def pairs_above(
     x: np.ndarray,
     threshold: float,
     *,
-    mode: Mode = "exact",
+    mode: PairsMode = "exact",
     block_size: int = 4096,
     device: torch.device | None = None,
     approx: ApproxSettings = ApproxSettings(),
+    sketch: SketchSettings = SketchSettings(),
     rows_per_batch: int = 65_536,
 ) -> Pairs:
     """Every pair of rows of ``x`` with cosine >= ``threshold`` (e.g. duplicate class centres).
@@ -374,8 +465,9 @@ def pairs_above(
     Exact: blocks on and above the diagonal of the similarity matrix, keeping
     only the entries above the threshold (memory: one block of scores plus the
     pairs found). Approximate: faiss range search on an IVF-Flat index.
+    Sketch: sign sketches propose, exact fp32 re-scoring decides (module doc).
     """
-    _check_mode(mode)
+    _check_mode(mode, ("exact", "approx", "sketch"))
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
     found_i, found_j, found_s = [], [], []
@@ -395,6 +487,8 @@ def pairs_above(
                 found_i.append(gi[keep].cpu().numpy().copy())
                 found_j.append(gj[keep].cpu().numpy().copy())
                 found_s.append(scores[r[keep], c[keep]].cpu().numpy().copy())
+    elif mode == "sketch":
+        found_i, found_j, found_s = _sketch_pairs(x, threshold, sketch)
     else:
         index = ApproxIndex(x, approx)
         for start in range(0, n, rows_per_batch):

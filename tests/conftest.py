@@ -6,6 +6,7 @@ that need it skip with a clear reason when it is absent, as on a user's clone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -94,11 +95,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def s3_endpoint(monkeypatch):
-    """A local S3 (moto's server on 127.0.0.1) with the bucket ``synthface-test``, for this
-    test only; FSSPEC_S3 is set so fsspec (and the pipeline's workers) reach it. Yields its URL."""
-    import json
+@contextlib.contextmanager
+def moto_s3(bucket: str):
+    """A local S3 (moto's server on 127.0.0.1, its own process) holding an empty ``bucket``,
+    until the block ends. Yields its URL; any key and secret are accepted."""
     import time
     import urllib.request
 
@@ -120,14 +120,24 @@ def s3_endpoint(monkeypatch):
                 time.sleep(0.1)
         else:
             pytest.fail("moto server did not start")
+        s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=url).mkdir(bucket)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A local S3 (moto) with the bucket ``synthface-test``, for this test only; FSSPEC_S3 is
+    set so fsspec (and the pipeline's workers) reach it. Yields its URL."""
+    import json
+
+    with moto_s3("synthface-test") as url:
         # fsspec reads FSSPEC_S3 (JSON kwargs of s3fs); the pipeline forwards it to its workers
         monkeypatch.setenv(
             "FSSPEC_S3",
             json.dumps({"key": "testing", "secret": "testing", "endpoint_url": url,
                         "client_kwargs": {"region_name": "us-east-1"}}),
         )
-        s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=url).mkdir("synthface-test")
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

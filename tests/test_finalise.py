@@ -88,6 +88,7 @@ def test_planted_duplicates_in_other_shards_are_found_and_removed(unfinalised, f
     dataset = json.loads((out / "dataset.json").read_text())
     assert dataset["finalise"]["applied"] and dataset["finalise"]["num_dropped"] == 3
     assert dataset["finalise"]["dropped_by_reason"] == {"inter_class_duplicate": 3}
+    assert dataset["finalise"]["search"] == {"method": "exact"}  # a few classes: every pair compared
     assert dataset["num_images"] == 9 * 3 and dataset["class_reasons"] == {"inter_class_duplicate": 3}
     assert json.loads((out / "sizes.json").read_text())["shard-000003.tar"] == 3
     report = verify_dataset(str(out))
@@ -210,6 +211,41 @@ def test_rule_matches_the_brute_force_shard_rule(n, dim, tau):
     a, b, _ = close_pairs(x, tau)
     sims = x @ x.T
     assert set(zip(a.tolist(), b.tolist())) == {(i, j) for i in range(n) for j in range(i + 1, n) if sims[i, j] >= tau}
+    if tau >= 0.6:  # where the sign sketch pays (tau 0.25 would propose most pairs): the same drops
+        assert {i: d.of for i, d in find_duplicates(ids, x, tau, search="sketch").items()} == want
+
+
+def test_choose_search_sketches_only_large_cpu_searches_at_a_high_threshold():
+    from synthface.filtering.duplicates import SKETCH_MIN_CLASSES, choose_search
+
+    assert choose_search(SKETCH_MIN_CLASSES, 0.6, "cpu") == "exact"
+    assert choose_search(SKETCH_MIN_CLASSES + 1, 0.6, "cpu") == "sketch"
+    assert choose_search(10**6, 0.6, "cuda") == "exact"  # a GPU does the exact search in seconds
+    assert choose_search(10**6, 0.3, "cpu") == "exact"  # unrelated centres would flood the sketch
+
+
+def test_finalise_with_the_sketch_search_drops_the_same_classes_and_records_its_bound(
+    unfinalised, finalised, tmp_path, monkeypatch
+):
+    import synthface.filtering.duplicates as dup
+
+    monkeypatch.setattr(dup, "SKETCH_MIN_CLASSES", 0)
+    out = tmp_path / "sketched"
+    shutil.copytree(unfinalised, out)
+    result = finalise(str(out))
+    want = finalised[1].new
+    assert {i: d["duplicate_of"] for i, d in result.new.items()} == {i: d["duplicate_of"] for i, d in want.items()}
+    for i, d in result.new.items():  # fp32 re-scoring with another summation order: the last digit may differ
+        assert d["similarity"] == pytest.approx(want[i]["similarity"], abs=1e-5)
+    dataset = json.loads((out / "dataset.json").read_text())
+    search = dataset["finalise"]["search"]
+    assert search["method"] == "sketch" and search["miss_rate_bound"] == 1e-6 and 0 < search["radius"] < search["bits"]
+    from synthface.shards.card import audit_section
+    from synthface.shards.storage import Output
+
+    assert "512-bit sign sketches" in audit_section(Output(str(out)), dataset)
+    assert verify_dataset(str(out)).ok
+    assert finalise(str(out)).new == {}  # idempotent
 
 
 def test_drop_classes_is_idempotent(unfinalised):
@@ -240,7 +276,7 @@ def test_rerun_skips_the_search_when_no_class_changed(finalised, tmp_path, monke
     shutil.copytree(finalised[0], out)
     import pipelines.finalise as fin
 
-    def no_search(*args):
+    def no_search(*args, **kwargs):
         raise AssertionError("searched again")
 
     monkeypatch.setattr(fin, "find_duplicates", no_search)

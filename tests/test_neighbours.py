@@ -9,11 +9,14 @@ import pytest
 from synthface.errors import ConfigError
 from synthface.neighbours import (
     ApproxSettings,
+    SketchSettings,
     iter_search,
     measure_recall,
     pairs_above,
     recall,
     search,
+    sketch_candidate_rate,
+    sketch_radius,
     top_k_neighbours,
 )
 
@@ -72,6 +75,64 @@ def test_pairs_above_exact_is_complete_and_approx_reports_what_it_found():
     assert set(zip(every.i.tolist(), every.j.tolist())) == set(zip(i.tolist(), j.tolist()))
     some = pairs_above(x, 0.9, mode="approx", approx=ApproxSettings(nlist=32, nprobe=1))
     assert set(zip(some.i.tolist(), some.j.tolist())) <= set(zip(i.tolist(), j.tolist()))
+
+
+def _pairs(p):
+    return set(zip(p.i.tolist(), p.j.tolist()))
+
+
+def test_sketch_pairs_equal_exact_pairs_over_many_blocks():
+    """Sign sketches propose, exact re-scoring decides: with the default 1e-6 miss bound the
+    pairs (many of them just above the threshold) are exactly the exact search's, over a
+    grid of index blocks (each pair scanned once: no duplicates, i < j)."""
+    rng = np.random.default_rng(4)
+    x = _unit(rng, 700, d=128)
+    # planted pairs at exact cosines from just below to well above the threshold
+    for n, c in enumerate(np.linspace(0.55, 0.95, 60)):
+        i, j = n, 300 + n
+        noise = rng.standard_normal(128).astype(np.float32)
+        noise -= (noise @ x[i]) * x[i]
+        x[j] = c * x[i] + np.sqrt(1 - c * c) * noise / np.linalg.norm(noise)
+    truth = pairs_above(x, 0.6, block_size=128)
+    assert 40 <= len(truth.i) <= 60
+    got = pairs_above(x, 0.6, mode="sketch", sketch=SketchSettings(block_rows=96))
+    assert _pairs(got) == _pairs(truth) and got.mode == "sketch"
+    assert len(got.i) == len(_pairs(got)) and (got.i < got.j).all()
+    np.testing.assert_allclose(got.sims, truth.sims, atol=1e-5)
+    assert np.all(got.sims >= 0.6)
+    # deterministic: the sketches are seeded
+    again = pairs_above(x, 0.6, mode="sketch", sketch=SketchSettings(block_rows=96))
+    assert np.array_equal(got.i, again.i) and np.array_equal(got.j, again.j)
+
+
+def test_a_weak_sketch_misses_pairs_but_never_reports_a_false_one():
+    rng = np.random.default_rng(5)
+    x = _clustered(rng, 600, spread=0.4)  # ~460 pairs at >= 0.9
+    truth = _pairs(pairs_above(x, 0.9))
+    weak = pairs_above(x, 0.9, mode="sketch", sketch=SketchSettings(bits=16, miss_rate=0.3))
+    assert _pairs(weak) < truth  # a strict subset: the bound is loose enough to miss some
+    assert np.all(weak.sims >= 0.9)
+
+
+def test_sketch_radius_follows_the_binomial_tail():
+    s = SketchSettings()
+    # a higher threshold is a smaller angle: a smaller radius, fewer unrelated pairs proposed
+    radii = [sketch_radius(t, s) for t in (0.4, 0.5, 0.6, 0.7)]
+    assert radii == sorted(radii, reverse=True)
+    assert sketch_candidate_rate(0.6, s) < 1e-5 < sketch_candidate_rate(0.4, s)
+    # simulated: pairs at exactly cosine 0.6 fall within the radius; unrelated ones do not
+    rng = np.random.default_rng(6)
+    bits = 64
+    small = SketchSettings(bits=bits, miss_rate=1e-3)
+    r = sketch_radius(0.6, small)
+    angle = np.arccos(0.6) / np.pi
+    dist = rng.binomial(bits, angle, size=200_000)
+    assert np.mean(dist > r) <= 1e-3
+    assert np.mean(dist > r - 1) > 1e-3  # and it is the smallest such radius
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        SketchSettings(bits=12)
+    with pytest.raises(ConfigError, match="miss_rate"):
+        SketchSettings(miss_rate=0.0)
 
 
 def test_approximate_search_recall_is_measured_against_exact():

@@ -234,12 +234,15 @@ def bench_finalise(
     dim: int = typer.Option(512, help="Centre dimension."),
     duplicates: float = typer.Option(0.001, help="Fraction of classes planted as duplicates of earlier ones."),
     tau: float = typer.Option(0.6, help="filter.tau_inter."),
-    brute_force_max: int = typer.Option(20000, help="Also run N x N brute force up to this N (the recall baseline)."),
-    threads: int = typer.Option(2, help="torch threads."),
+    brute_force_max: int = typer.Option(20000, help="Also run numpy N x N brute force up to this N."),
+    exact_max: int = typer.Option(200000, help="Also run the exact search up to this N where finalising sketches (the recall baseline)."),
+    threads: int = typer.Option(2, help="torch and faiss threads."),
 ) -> None:
     """Finalising at scale: time and peak memory of the dataset-wide duplicate decision, and its
     recall against brute force and against the planted duplicates."""
     from synthface.config import parse_list  # here: pydantic + yaml load slowly, and --help must not wait
     from bench.finalise import finalise_bench
 
-    finalise_bench(parse_list(sizes, "--sizes", int, minimum=2) or [], dim, duplicates, tau, brute_force_max, threads)
+    finalise_bench(
+        parse_list(sizes, "--sizes", int, minimum=2) or [], dim, duplicates, tau, brute_force_max, threads, exact_max
+    )

@@ -651,6 +651,18 @@ def write_card(out: str | Output) -> str:
     return output.url_of(CARD_FILE)
 
 
+def _search_sentence(search: dict | None) -> str:
+    """How the duplicate search ran, for the card (dataset.json finalise.search)."""
+    if not search:
+        return ""
+    if search.get("method") == "sketch":
+        return (
+            f" The search used {search['bits']}-bit sign sketches with exact re-scoring: no false duplicate, and "
+            f"a pair at or above tau_inter is missed with probability at most {search['miss_rate_bound']:g}."
+        )
+    return f" The search was {search.get('method')} (every pair of centres compared)."
+
+
 def audit_section(output: Output, dataset: dict) -> str:
     """Duplicate identities and benchmark leakage: what finalising dropped (dataset.json) and
     the last `synthface audit` (audit.json, card/audit.png)."""
@@ -669,7 +681,8 @@ def audit_section(output: Output, dataset: dict) -> str:
             "after the shards were written: "
             + (", ".join(f"`{r}`: {n}" for r, n in by_reason.items()) or "none")
             + (f"; {len(fin['flagged'])} kept but flagged (`filter.inter_action: flag`)" if fin.get("flagged") else "")
-            + ".",
+            + "."
+            + _search_sentence(fin.get("search")),
             "",
         ]
     if audit:

@@ -160,4 +160,5 @@ def finalise_summary(plan: dict[str, Any]) -> dict[str, Any]:
         "dropped": plan.get("drops", {}),
         "flagged": plan.get("flagged", {}),
         "checked": plan.get("checked"),  # fingerprint of the classes the duplicate rule last checked
+        "search": plan.get("search"),  # exact, or sketch with its miss bound (synthface/filtering/duplicates.py)
     }
