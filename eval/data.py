@@ -2,7 +2,7 @@
 
 The hot path is lean on purpose (docs/benchmark.md, "The training reader"):
 tar members -> (key, url, jpg, cls) tuples (``eval/tarstream.py``) -> a
-shuffle buffer over tuples -> each batch decoded by libjpeg-turbo straight
+shuffle buffer over tuples (webdataset's) -> each batch decoded by libjpeg-turbo straight
 into one uint8 array, flipped in place, colour-augmented per batch ->
 handed to the training process through a shared-memory ring of batch slots
 (:class:`BatchRing`). Batches are ``[B,3,112,112]`` views of NHWC rows
@@ -38,6 +38,7 @@ import fsspec
 import numpy as np
 import simplejpeg
 import torch
+import webdataset as wds
 from webdataset.shardlists import expand_urls
 
 from eval.backbones import INPUT_SIZE
@@ -207,28 +208,6 @@ def _channel_mean(x: np.ndarray) -> np.ndarray:
     total += x[..., 2:3]
     total /= 3
     return total
-
-
-def _shuffled(samples: Iterator, bufsize: int, rng: random.Random) -> Iterator:
-    """A shuffle buffer: webdataset's ``shuffle`` (same draws, so the same order for a
-    seed), on any items. It starts yielding once min(bufsize, 1000) items are held."""
-    initial = min(bufsize, 1000)
-    buf: list = []
-    for sample in samples:
-        buf.append(sample)
-        if len(buf) < bufsize:
-            try:
-                buf.append(next(samples))
-            except StopIteration:
-                pass
-        if len(buf) >= initial:
-            k = rng.randrange(len(buf))
-            buf[k], buf[-1] = buf[-1], buf[k]
-            yield buf.pop()
-    while buf:
-        k = rng.randrange(len(buf))
-        buf[k], buf[-1] = buf[-1], buf[k]
-        yield buf.pop()
 
 
 _IMAGE_BYTES = INPUT_SIZE * INPUT_SIZE * 3
@@ -415,7 +394,9 @@ class ShardStream(torch.utils.data.IterableDataset):
         if not by_shard:
             samples = islice(samples, slot, None, num_slots)
         if self.cfg.shuffle_buffer > 1:
-            samples = _shuffled(samples, self.cfg.shuffle_buffer, random.Random(self.seed + slot))
+            # webdataset's shuffle buffer works on any items: here on (key, url, jpg, cls) tuples
+            bufsize = self.cfg.shuffle_buffer
+            samples = wds.shuffle(bufsize, initial=min(bufsize, 1000), seed=self.seed + slot)(samples)
         augment = Augment(self.cfg, seed=self.seed * 1_000_003 + 7919 * slot + 1)
         size = self.cfg.batch_size
         ring = BatchRing(size, self.shared_slots) if self.shared_slots and torch.utils.data.get_worker_info() else None

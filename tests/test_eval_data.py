@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import tarfile
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from webdataset.filters import _shuffle
 
 from eval.config import DataConfig
 from eval.data import (
     Augment,
     BatchRing,
     ShardStream,
-    _shuffled,
     decode_image,
     make_loader,
     resolve_dataset,
@@ -82,10 +79,7 @@ def test_flip_mirrors_about_half_the_images_and_repeats_per_seed(toy):
     assert not np.array_equal(first_pass(seed=2), got)
 
 
-def test_shuffle_buffer_draws_as_webdataset_and_hands_out_dataset_samples(toy):
-    items = list(range(2500))
-    assert list(_shuffled(iter(items), 700, random.Random(11))) == list(_shuffle(iter(items), 700, 700, seed=11))
-    assert list(_shuffled(iter(items), 3000, random.Random(11))) == list(_shuffle(iter(items), 3000, 1000, seed=11))
+def test_shuffle_buffer_hands_out_dataset_samples(toy):
     everything = {(im.tobytes(), label) for im, label in _shard_samples(toy)}
     images, labels = next(_stream(toy, batch_size=24, shuffle_buffer=10))
     got = [(im.tobytes(), int(y)) for im, y in zip(_nhwc(images), labels)]
