@@ -347,8 +347,8 @@ def _faiss():
 
 def _check_mode(mode: str, allowed: tuple[str, ...] = ("exact", "approx")) -> None:
     if mode not in allowed:
-        names = " or ".join(repr(m) for m in allowed) if len(allowed) < 3 else ", ".join(map(repr, allowed))
-        raise ConfigError(f"nearest-neighbour mode must be {names}, got {mode!r}")
+        names = [repr(m) for m in allowed]
+        raise ConfigError(f"nearest-neighbour mode must be {', '.join(names[:-1])} or {names[-1]}, got {mode!r}")
 
 
 def iter_search(
