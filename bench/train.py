@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 
 import torch
 
@@ -267,12 +268,6 @@ def _temporary_dataset(tmp: str, faces: bool, echo: Callable[[str], None]) -> st
     return root
 
 
-def _median(values: list[float]) -> float:
-    import statistics
-
-    return statistics.median(values)
-
-
 def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, batches: int | None, shuffle_buffer: int,
                  echo: Callable[[str], None] = print, json_path: str | None = None, faces: bool = False,
                  rounds: int = 3) -> dict:
@@ -321,8 +316,8 @@ def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, b
     for name, first in decode_rounds[0].items():
         per_round = [d[name]["per_cpu_s"] for d in decode_rounds]
         ratios = [d[name]["per_cpu_s"] / d["simplejpeg"]["per_cpu_s"] for d in decode_rounds]
-        decode[name] = {"images": first["images"], "about": first["about"], "per_cpu_s": _median(per_round),
-                        "per_cpu_s_rounds": per_round, "ratio_to_decode": _median(ratios)}
+        decode[name] = {"images": first["images"], "about": first["about"], "per_cpu_s": median(per_round),
+                        "per_cpu_s_rounds": per_round, "ratio_to_decode": median(ratios)}
     runs = []
     for k, w in enumerate(workers):
         per_round = [rs[k] for rs in reader_rounds]
@@ -330,7 +325,7 @@ def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, b
             "workers": w,
             "images": per_round[0]["images"],
             "shape": per_round[0]["shape"],
-            **{key: _median([r[key] for r in per_round])
+            **{key: median([r[key] for r in per_round])
                for key in ("per_cpu_s", "ratio_to_decode", "per_wall_s", "main_us_per_image", "workers_us_per_image", "load")},
             "per_cpu_s_rounds": [r["per_cpu_s"] for r in per_round],
             "ratio_rounds": [r["ratio_to_decode"] for r in per_round],
