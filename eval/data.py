@@ -5,7 +5,7 @@ tar members -> (key, url, jpg, cls) tuples (``eval/tarstream.py``) -> a
 shuffle buffer over tuples (webdataset's) -> each batch decoded by libjpeg-turbo straight
 into one uint8 array, flipped in place, colour-augmented per batch ->
 handed to the training process through a shared-memory ring of batch slots
-(:class:`BatchRing`). Batches are ``[B,3,112,112]`` views of NHWC rows
+(:class:`BatchRing`), without a copy: the training process's batch is the slot. Batches are ``[B,3,112,112]`` views of NHWC rows
 (channels_last strides).
 
 ``--data`` is a dataset root (local folder or fsspec URL holding
@@ -24,11 +24,9 @@ number of steps, so all ranks take the same number of steps (DDP needs that).
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import random
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -42,6 +40,7 @@ import webdataset as wds
 from webdataset.shardlists import expand_urls
 
 from eval.backbones import INPUT_SIZE
+from eval.loader import Loader
 from eval.tarstream import iter_samples
 from synthface.errors import InputDataError
 
@@ -210,138 +209,24 @@ def _channel_mean(x: np.ndarray) -> np.ndarray:
     return total
 
 
-_IMAGE_BYTES = INPUT_SIZE * INPUT_SIZE * 3
-PREFETCH = 4  # batches each loader worker prepares ahead (DataLoader prefetch_factor)
-
-
 def _new_images(n: int) -> torch.Tensor:
     """uint8 [n,112,112,3], allocated by numpy: it reuses freed heap memory, where torch.empty
     of a few MB takes fresh pages every batch (page faults cost 0.8 ms per MB on our VM)."""
     return torch.from_numpy(np.empty((n, INPUT_SIZE, INPUT_SIZE, 3), np.uint8))
 
 
-class BatchRing:
-    """A loader worker's batch slots in one shared-memory block, reused batch after batch.
-
-    Why: a DataLoader worker hands a tensor to the training process through
-    shared memory. A fresh tensor per batch means a fresh shared-memory block
-    per batch, which the worker copies into page by page (first-touch page
-    faults), passes as a new file descriptor, and the training process maps
-    anew; on this project's VM that cost about as much CPU as decoding the
-    batch (docs/benchmark.md). Here each worker fills one of ``slots`` fixed
-    slots of one block and sends a :class:`SharedBatch` naming the slot (the
-    block's descriptor goes with the first batch only). The receiving process
-    copies the batch out (or pins it) and clears the slot's busy byte; only
-    then does the worker refill that slot. The DataLoader keeps at most
-    ``PREFETCH`` batches of a worker in flight, so with ``PREFETCH + 2`` slots
-    the worker does not wait in practice.
-    """
-
-    _serial = 0
-
-    def __init__(self, batch_size: int, slots: int = PREFETCH + 2):
-        self.slots = slots
-        label_at = -(-batch_size * _IMAGE_BYTES // 64) * 64
-        slot_bytes = label_at + batch_size * 8
-        self.layout = (batch_size, slot_bytes, label_at, slots * slot_bytes)
-        self.memory = torch.empty(slots * slot_bytes + slots, dtype=torch.uint8).share_memory_()
-        self.busy = self.memory[slots * slot_bytes :].numpy()
-        self.busy[:] = 0
-        BatchRing._serial += 1
-        self.ring_id = (os.getpid(), BatchRing._serial)
-        self.sent = False
-        self.next = 0
-
-    def claim(self, wait_s: float = 300.0) -> tuple[int, np.ndarray, np.ndarray]:
-        """The next slot, once free: (index, uint8 [B,112,112,3] rows, int64 [B] labels)."""
-        slot = self.next
-        deadline = time.monotonic() + wait_s
-        while self.busy[slot]:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"loader worker: batch slot {slot} still in use after {wait_s:g} s; read the "
-                    "loader through make_loader, which frees each batch's slot as it hands it over"
-                )
-            time.sleep(0.0005)
-        self.next = (slot + 1) % self.slots
-        images, labels, _ = _slot_views(self.memory, slot, self.layout)
-        return slot, images.numpy(), labels.numpy()
-
-    def hand_out(self, slot: int) -> SharedBatch:
-        self.busy[slot] = 1
-        batch = SharedBatch(self.ring_id, self.memory, slot, self.layout, send_memory=not self.sent)
-        self.sent = True
-        return batch
-
-
-def _slot_views(memory: torch.Tensor, slot: int, layout: tuple[int, int, int, int]):
-    """(uint8 [B,112,112,3] images, int64 [B] labels, uint8 [1] busy byte) of one slot."""
-    batch_size, slot_bytes, label_at, busy_at = layout
-    start = slot * slot_bytes
-    images = memory[start : start + batch_size * _IMAGE_BYTES].view(batch_size, INPUT_SIZE, INPUT_SIZE, 3)
-    labels = memory[start + label_at : start + label_at + batch_size * 8].view(torch.int64)
-    return images, labels, memory[busy_at + slot : busy_at + slot + 1]
-
-
-# In the receiving process: each loader worker's current ring, by worker pid: (ring id, block).
-_RINGS: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
-
-
-def _rebuild_shared_batch(ring_id, memory, slot, layout):
-    if memory is not None:  # a ring's first batch: it replaces that worker's previous ring
-        _RINGS[ring_id[0]] = (ring_id, memory)
-    else:
-        known = _RINGS.get(ring_id[0])
-        if known is None or known[0] != ring_id:
-            raise RuntimeError(f"a loader batch from ring {ring_id}, whose first batch this process never received")
-        memory = known[1]
-    return SharedBatch(ring_id, memory, slot, layout)
-
-
-class SharedBatch:
-    """A batch in a worker's :class:`BatchRing`. It pickles as the ring's id and the slot
-    (plus the shared block itself, the first time): no descriptor passing per batch."""
-
-    def __init__(self, ring_id, memory: torch.Tensor, slot: int, layout, send_memory: bool = False):
-        self.ring_id, self.memory, self.slot, self.layout, self.send_memory = ring_id, memory, slot, layout, send_memory
-
-    def __reduce__(self):
-        memory = self.memory if self.send_memory else None
-        return _rebuild_shared_batch, (self.ring_id, memory, self.slot, self.layout)
-
-    def take(self, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uint8 [B,3,112,112] channels_last, int64 [B]) copied out of the slot, which is then free."""
-        images, labels, busy = _slot_views(self.memory, self.slot, self.layout)
-        out = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True) if pin else _new_images(len(images))
-        np.copyto(out.numpy(), images.numpy())  # one thread: torch's copy_ wakes (and spins) its pool
-        labels = labels.pin_memory() if pin else labels.clone()
-        busy.zero_()
-        return out.permute(0, 3, 1, 2), labels
-
-    def pin_memory(self, device=None):
-        """The DataLoader's pin-memory thread calls this: the copy goes straight to pinned memory."""
-        return self.take(pin=True)
-
-
-class ShardStream(torch.utils.data.IterableDataset):
+class ShardStream:
     """Endless stream of (uint8 [B,3,112,112], int64 [B]) batches for one rank.
 
     The images are stored NHWC (decoded rows) and handed as an NCHW view with
     channels_last strides (``images.is_contiguous(memory_format=torch.channels_last)``):
-    torch convolutions take it as it is, without a permuting copy.
+    torch convolutions take it as it is, without a permuting copy. Iterating runs the
+    stream in this process; loader workers (``eval/loader.py``) run their share of it
+    through :meth:`batches` into shared memory.
     """
 
-    def __init__(self, spec: DatasetSpec, cfg, rank: int = 0, world_size: int = 1, seed: int = 0, shared_slots: int = 0):
-        super().__init__()
+    def __init__(self, spec: DatasetSpec, cfg, rank: int = 0, world_size: int = 1, seed: int = 0):
         self.spec, self.cfg, self.rank, self.world_size, self.seed = spec, cfg, rank, world_size, seed
-        # > 0: inside DataLoader workers, yield SharedBatch handles from a BatchRing of this many
-        # slots (make_loader turns them back into tensors); 0: yield tensors
-        self.shared_slots = shared_slots
-
-    def _slot(self) -> tuple[int, int]:
-        info = torch.utils.data.get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return self.rank * num_workers + worker, self.world_size * num_workers
 
     def _shard_order(self) -> Iterator[str]:
         """The shard list, reshuffled every pass with the same seed on every rank."""
@@ -384,8 +269,18 @@ class ShardStream(torch.utils.data.IterableDataset):
         if colour is not None:
             augment.colour(rows, colour)
 
-    def __iter__(self):
-        slot, num_slots = self._slot()
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        def new_batch():
+            images, labels = _new_images(self.cfg.batch_size), np.empty(self.cfg.batch_size, np.int64)
+            return (images.permute(0, 3, 1, 2), torch.from_numpy(labels)), images.numpy(), labels
+
+        return self.batches(new_batch)
+
+    def batches(self, claim: Callable[[], tuple | None], worker: int = 0, num_workers: int = 1) -> Iterator:
+        """Batch after batch of this rank's loader worker ``worker`` (of ``num_workers``), each
+        written into the arrays ``claim()`` gives: (handle, uint8 [B,112,112,3] rows, int64 [B]
+        labels), or None to stop. Yields each handle once its batch is written."""
+        slot, num_slots = self.rank * num_workers + worker, self.world_size * num_workers
         by_shard = len(self.spec.urls) >= num_slots
         urls = self._shard_order()
         if by_shard:
@@ -399,53 +294,20 @@ class ShardStream(torch.utils.data.IterableDataset):
             samples = wds.shuffle(bufsize, initial=min(bufsize, 1000), seed=self.seed + slot)(samples)
         augment = Augment(self.cfg, seed=self.seed * 1_000_003 + 7919 * slot + 1)
         size = self.cfg.batch_size
-        ring = BatchRing(size, self.shared_slots) if self.shared_slots and torch.utils.data.get_worker_info() else None
         while True:
             chunk = list(islice(samples, size))
             if len(chunk) < size:
                 return  # only a finite shard list ends; the endless one never does
-            if ring is None:
-                images, labels = _new_images(size), np.empty(size, np.int64)
-                self._fill(chunk, augment, images.numpy(), labels)
-                yield images.permute(0, 3, 1, 2), torch.from_numpy(labels)
-            else:
-                held, rows, label_rows = ring.claim()
-                self._fill(chunk, augment, rows, label_rows)
-                yield ring.hand_out(held)
-
-
-class Loader:
-    """Iterating gives (uint8 [B,3,112,112], int64 [B]) batches: the DataLoader's, with each
-    worker's :class:`SharedBatch` copied out (freeing its slot) as it arrives."""
-
-    def __init__(self, loader: torch.utils.data.DataLoader):
-        self.loader = loader
-
-    def __iter__(self):
-        rings, registry = set(), _RINGS  # registry: still reachable when this runs at interpreter exit
-        try:
-            for batch in self.loader:
-                if isinstance(batch, SharedBatch):
-                    rings.add(batch.ring_id)
-                    batch = batch.take()
-                yield batch
-        finally:  # unmap this iteration's rings (their workers have moved on or stopped)
-            for ring_id in rings:
-                if registry.get(ring_id[0], (None,))[0] == ring_id:
-                    del registry[ring_id[0]]
+            target = claim()
+            if target is None:
+                return
+            handle, rows, labels = target
+            self._fill(chunk, augment, rows, labels)
+            yield handle
 
 
 def make_loader(spec: DatasetSpec, cfg, rank: int = 0, world_size: int = 1, seed: int = 0) -> Loader:
-    """Ready batches from ``cfg.num_workers`` DataLoader worker processes (or this process when 0)."""
-    workers = cfg.num_workers
-    stream = ShardStream(spec, cfg, rank=rank, world_size=world_size, seed=seed, shared_slots=PREFETCH + 2 if workers else 0)
-    return Loader(
-        torch.utils.data.DataLoader(
-            stream,
-            batch_size=None,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            prefetch_factor=PREFETCH if workers else None,
-            pin_memory=torch.cuda.is_available(),
-        )
-    )
+    """Ready batches from ``cfg.num_workers`` loader worker processes (or this process when 0);
+    pinned for CUDA when a GPU is there."""
+    stream = ShardStream(spec, cfg, rank=rank, world_size=world_size, seed=seed)
+    return Loader(stream, cfg.num_workers, pin=torch.cuda.is_available())

@@ -14,7 +14,6 @@ import torch
 from eval.config import DataConfig
 from eval.data import (
     Augment,
-    BatchRing,
     ShardStream,
     decode_image,
     make_loader,
@@ -191,19 +190,3 @@ def test_loader_workers_hand_over_the_same_batches_and_reused_slots_do_not_touch
     for (images, labels), (want_images, want_labels) in zip(held, expected):
         assert images.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
-
-
-def test_a_ring_slot_is_reused_only_after_the_batch_is_taken():
-    ring = BatchRing(batch_size=2, slots=2)
-    handed = []
-    for _ in range(2):
-        slot, rows, labels = ring.claim()
-        rows[:] = len(handed) + 1
-        labels[:] = len(handed)
-        handed.append(ring.hand_out(slot))
-    with pytest.raises(RuntimeError, match="still in use"):
-        ring.claim(wait_s=0.05)
-    images, labels = handed[0].take()
-    slot, rows, _ = ring.claim(wait_s=0.05)
-    rows[:] = 9  # refilling the slot leaves the taken copy alone
-    assert slot == 0 and int(images.max()) == 1 and labels.tolist() == [0, 0]
