@@ -41,7 +41,7 @@ class LossConfig(StrictModel):
 
 class DataConfig(StrictModel):
     batch_size: int = Field(128, ge=1, le=8192, description="Images per step per process.")
-    num_workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes per training process.")
+    num_workers: int = Field(2, ge=0, le=64, description="Loader worker processes (decode + augment) per training process.")
     shuffle_buffer: int = Field(10_000, ge=0, le=1_000_000, description="Samples held for shuffling (0 = off).")
     flip: bool = Field(True, description="Random horizontal flip.")
     color_jitter: float = Field(

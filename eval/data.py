@@ -14,7 +14,7 @@ handed to the training process through a shared-memory ring of batch slots
 ``dataset.json``. The root's ``dataset.json`` gives ``num_classes``; labels
 come from each sample's ``cls``.
 
-Work is split over (process rank x DataLoader worker) "slots". With at least
+Work is split over (process rank x loader worker) "slots". With at least
 as many shards as slots each slot reads its own shards; with fewer (small
 datasets, many GPUs) every slot reads all shards and keeps every n-th sample.
 The shard list repeats endlessly in a seeded order, and an epoch is a fixed

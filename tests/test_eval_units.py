@@ -160,7 +160,7 @@ def test_labels_outside_num_classes_are_refused(tmp_path):
 
 
 def _loader_pass(spec, rank, world, workers):
-    """The first pass of one rank through the real DataLoader (worker processes included)."""
+    """The first pass of one rank through the real loader (worker processes included)."""
     from eval.data import make_loader
 
     cfg = DataConfig(batch_size=1, num_workers=workers, shuffle_buffer=0, flip=False)

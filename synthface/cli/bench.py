@@ -158,7 +158,7 @@ def bench_train(
     faces: bool = typer.Option(
         False, "--faces", help="--reader-only: a temporary dataset of real aligned face crops (the shared assets' .bin files)."
     ),
-    workers: str = typer.Option("0,1,2", "--workers", help="--reader-only: comma-separated DataLoader worker counts (0: in this process)."),
+    workers: str = typer.Option("0,1,2", "--workers", help="--reader-only: comma-separated loader worker counts (0: in this process)."),
     batches: int = typer.Option(None, min=1, help="--reader-only: timed batches per worker count (default: 10,000 images' worth)."),
     shuffle_buffer: int = typer.Option(1000, min=0, help="--reader-only: shuffle buffer (steady state; the fill is a transient)."),
     rounds: int = typer.Option(3, min=1, help="--reader-only: repeat decode + loader measurements; medians are reported."),

@@ -58,22 +58,12 @@ for module in (ids, generation, faces, dataset, eval_cmds, bench):
 _err = Console(stderr=True)
 
 
-def one_line(exc: SynthfaceError) -> str:
-    """The user's message. An error raised in a torch DataLoader worker comes back re-raised
-    with the worker's traceback in its text; its last line is the original message."""
-    text = str(exc)
-    if "Original Traceback (most recent call last)" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        text = last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith(type(exc).__name__) else last
-    return text
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one message and a non-zero exit."""
     try:
         app(args=argv, prog_name="synthface")
     except SynthfaceError as exc:
-        _err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+        _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _err.print("[bold red]interrupted[/]")
