@@ -6,28 +6,24 @@ every header field and every PAX record in Python; on 112x112 JPEG shards
 JPEGs (docs/benchmark.md). This reader takes from a header only what a
 sample needs (name, size, type; PAX ``path`` / ``size`` and GNU long names),
 checks the checksum of headers without the ustar magic, and hands out
-payloads from one reused read buffer. Compressed shards go to webdataset's
-reader. Two outputs:
-
-- :func:`iter_samples`: (key, payloads) tuples per sample, grouped as
-  webdataset's ``group_by_keys`` groups them (the training reader);
-- :func:`fast_tar_expander`: ``tar_file_expander``'s output,
-  ``{"fname", "data", "__url__"}`` per regular member and ``{}`` at the end
-  of each shard.
+payloads from one reused read buffer, copying out only the members asked
+for. Compressed shards go to webdataset's reader. The output,
+:func:`iter_samples`, is (key, payloads) tuples per sample, grouped as
+webdataset's ``group_by_keys`` groups them (the training reader).
 """
 
 from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from webdataset.tariterators import tar_file_expander
 
 from synthface.errors import InputDataError
 
 _BLOCK = 512
-_META = re.compile(r"__[^/]*__($|/)")  # webdataset skips these member names
+_META = re.compile(rb"__[^/]*__($|/)")  # webdataset skips these member names
 _REGULAR = (b"0", b"\0", b"7")
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
 
@@ -54,7 +50,7 @@ def _pax(data: bytes) -> dict[str, str]:
     return out
 
 
-_HEADER = struct.Struct("100s24x12s12x8s1s100x5s")  # name, size, checksum, type, magic
+_HEADER = struct.Struct("100s24x12s20x1s100x5s")  # name, size, type, magic
 _CHUNK = 1 << 20
 
 
@@ -105,12 +101,27 @@ def _compressed(window: _Window) -> bool:
     return bytes(window.view[: window.end][:5]).startswith(_COMPRESSED)
 
 
-def _scan(window: _Window, url: str, suffixes: tuple[str, ...] | None) -> Iterator[tuple[str, bytes | None]]:
-    """The members of the tar in ``window``. The stream is read in 1 MiB chunks into one
-    buffer and each header is parsed in place by one struct call; a plain ustar member
-    (what the factory writes) takes a short path. This loop runs three times per
-    training image."""
-    long_name: str | None = None
+def _key_and_slot(name: bytes, want: dict[bytes, int]) -> tuple[bytes, int] | None:
+    """(key, index of the wanted extension or -1) of a member name, as webdataset's
+    ``group_by_keys`` splits it (key: the path up to the first dot of the file name;
+    extension: the rest, lower-cased); None for names it skips (meta members, no dot)."""
+    if name[:2] == b"__" and _META.match(name):
+        return None
+    stem_at = name.rfind(b"/") + 1
+    dot = name.find(b".", stem_at)
+    if dot <= stem_at:
+        return None
+    return name[:dot], want.get(name[dot + 1 :].lower(), -1)
+
+
+def _scan(window: _Window, url: str, want: dict[bytes, int]) -> Iterator[tuple[bytes, int, bytes | None]]:
+    """(key, slot, payload) per regular member of the tar in ``window`` that has a key (see
+    :func:`_key_and_slot`); the payload is copied out only for a wanted extension (slot >= 0).
+
+    The stream is read in 1 MiB chunks into one buffer and each header is parsed in place
+    by one struct call; a plain ustar member (what the factory and Python's tarfile write)
+    takes the short path. This loop runs three times per training image."""
+    long_name: bytes | None = None
     pax: dict[str, str] | None = None  # PAX records for the next member
     unpack = _HEADER.unpack_from
     buf, view, pos, end = window.buf, window.view, window.pos, window.end
@@ -122,18 +133,23 @@ def _scan(window: _Window, url: str, suffixes: tuple[str, ...] | None) -> Iterat
                     return  # a stream that ends between members
                 raise InputDataError(f"shard {url}: truncated tar header")
             buf, view, pos, end = window.buf, window.view, 0, window.end
-        raw_name, raw_size, _, kind, magic = unpack(buf, pos)
-        plain = magic == b"ustar" and kind in _REGULAR and pax is None and long_name is None and not buf[pos + 345]
-        if not plain:
+        raw_name, raw_size, kind, magic = unpack(buf, pos)
+        plain = kind == b"0" and magic == b"ustar" and pax is None and long_name is None and not buf[pos + 345]
+        if plain:
+            try:
+                size = int(raw_size.rstrip(b"\0"), 8)
+            except ValueError:  # base-256, or an odd terminator
+                size = _number(raw_size)
+        else:
             if raw_name[:1] == b"\0" and buf.count(0, pos, pos + _BLOCK) == _BLOCK:
                 return  # end-of-archive blocks
             # ustar/pax headers (what webdataset and tarfile write) carry a magic;
             # others get the full checksum test
             if magic != b"ustar" and not _checksum_ok(bytes(view[pos : pos + _BLOCK])):
                 raise InputDataError(f"shard {url}: corrupt tar header (checksum mismatch)")
-        size = _number(raw_size)
-        if pax and kind in _REGULAR and "size" in pax:
-            size = int(pax["size"])
+            size = _number(raw_size)
+            if pax and kind in _REGULAR and "size" in pax:
+                size = int(pax["size"])
         header_at = pos
         stop = pos + _BLOCK + size + (-size % _BLOCK)
         if stop > end:  # the member runs past the buffered bytes: read on
@@ -145,61 +161,41 @@ def _scan(window: _Window, url: str, suffixes: tuple[str, ...] | None) -> Iterat
         start = header_at + _BLOCK
         pos = stop
         if plain:
-            name = raw_name.split(b"\0", 1)[0].decode("utf-8")
+            name = raw_name.partition(b"\0")[0]
         else:
             if kind == b"x":
                 pax = _pax(bytes(view[start : start + size]))
                 continue
             if kind == b"L":
-                long_name = bytes(view[start : start + size]).rstrip(b"\0").decode("utf-8")
+                long_name = bytes(view[start : start + size]).rstrip(b"\0")
                 continue
             if kind in (b"g", b"5", b"1", b"2", b"3", b"4", b"6"):  # global header, dirs, links, devices
                 pax = long_name = None
                 continue
             if kind not in _REGULAR:
                 raise InputDataError(f"shard {url}: unsupported tar member type {kind!r} (sparse file?)")
-            name = (pax.get("path") if pax else None) or long_name
+            name = pax["path"].encode("utf-8") if pax and "path" in pax else long_name
             if name is None:
-                name = raw_name.split(b"\0", 1)[0].decode("utf-8")
+                name = raw_name.partition(b"\0")[0]
                 if magic == b"ustar" and buf[header_at + 345]:  # a ustar name prefix
-                    name = bytes(view[header_at + 345 : header_at + 500]).split(b"\0", 1)[0].decode("utf-8") + "/" + name
+                    name = bytes(view[header_at + 345 : header_at + 500]).partition(b"\0")[0] + b"/" + name
             pax = long_name = None
-        if suffixes is not None:
-            ext = name[name.rfind(".") + 1 :]
-            if ext not in suffixes and ext.lower() not in suffixes:
-                yield name, None
-                continue
-        yield name, bytes(view[start : start + size])
+        split = _key_and_slot(name, want)
+        if split is not None:
+            yield split[0], split[1], bytes(view[start : start + size]) if split[1] >= 0 else None
 
 
-def _members(stream, url: str, suffixes: tuple[str, ...] | None) -> Iterator[tuple[str, bytes | None]]:
-    """The tar's members through :func:`_scan`, or webdataset's tarfile reader for a
-    compressed shard (same names and bytes)."""
-    window = _Window(stream, _CHUNK)
-    if not _compressed(window):
-        return _scan(window, url, suffixes)
+def _compressed_members(stream, url: str, want: dict[bytes, int]) -> Iterator[tuple[bytes, int, bytes | None]]:
+    """What :func:`_scan` gives, from a compressed shard through webdataset's tarfile reader."""
     try:
         stream.seek(0)
     except (OSError, AttributeError):
         raise InputDataError(f"shard {url}: compressed or unusual tar that cannot be re-read from the start") from None
-    members = ((m["fname"], m["data"]) for m in tar_file_expander([{"url": url, "stream": stream}]) if m)
-    if suffixes is None:
-        return members
-    return ((name, data if name.rpartition(".")[2].lower() in suffixes else None) for name, data in members)
-
-
-def fast_tar_expander(data: Iterable[dict], suffixes: tuple[str, ...] | None = None) -> Iterator[dict]:
-    """Drop-in for webdataset's ``tar_file_expander`` on {"url", "stream"} dicts.
-
-    ``suffixes``: keep only members whose extension is one of these.
-    """
-    for source in data:
-        url = source["url"]
-        for name, payload in _members(source["stream"], url, suffixes):
-            if payload is None or _META.match(name):
-                continue
-            yield {"fname": name, "data": payload, "__url__": url}
-        yield {}
+    for member in tar_file_expander([{"url": url, "stream": stream}]):
+        if member:
+            split = _key_and_slot(member["fname"].encode("utf-8"), want)
+            if split is not None:
+                yield split[0], split[1], member["data"] if split[1] >= 0 else None
 
 
 def iter_samples(stream, url: str, suffixes: tuple[str, ...]) -> Iterator[tuple[str, tuple[bytes | None, ...]]]:
@@ -212,28 +208,18 @@ def iter_samples(stream, url: str, suffixes: tuple[str, ...]) -> Iterator[tuple[
     a sample with none of the wanted members is dropped. Tuples instead of dicts: the
     training reader runs this once per image.
     """
-    want = {s: i for i, s in enumerate(suffixes)}
-    lasts = tuple({s.rpartition(".")[2] for s in suffixes})
-    key, found = None, None
-    for name, payload in _members(stream, url, lasts):
-        if name[:2] == "__" and _META.match(name):
-            continue
-        stem_at = name.rfind("/") + 1
-        dot = name.find(".", stem_at)
-        if dot <= stem_at:
-            continue  # no key and extension (webdataset skips these too)
-        if name[:dot] != key:
-            if found is not None and found.count(None) < len(found):
-                yield key, tuple(found)
-            key, found = name[:dot], [None] * len(suffixes)
-        ext = name[dot + 1 :]
-        slot = want.get(ext)
-        if slot is None:
-            slot = want.get(ext.lower())
-        if slot is not None:
+    want = {s.lower().encode("utf-8"): i for i, s in enumerate(suffixes)}
+    window = _Window(stream, _CHUNK)
+    members = _compressed_members(stream, url, want) if _compressed(window) else _scan(window, url, want)
+    key, found, empty = None, None, [None] * len(suffixes)
+    for member_key, slot, payload in members:
+        if member_key != key:
+            if found is not None and found != empty:
+                yield key.decode("utf-8"), tuple(found)
+            key, found = member_key, [None] * len(suffixes)
+        if slot >= 0:
             if found[slot] is not None:
-                raise InputDataError(f"shard {url}: duplicate member {name}")
+                raise InputDataError(f"shard {url}: duplicate member {key.decode('utf-8')}.{suffixes[slot]}")
             found[slot] = payload
-    if found is not None and found.count(None) < len(found):
-        yield key, tuple(found)
-
+    if found is not None and found != empty:
+        yield key.decode("utf-8"), tuple(found)

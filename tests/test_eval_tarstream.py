@@ -8,7 +8,7 @@ import tarfile
 import pytest
 from webdataset.tariterators import tar_file_expander
 
-from eval.tarstream import fast_tar_expander, iter_samples
+from eval.tarstream import iter_samples
 from synthface.errors import InputDataError
 
 
@@ -36,39 +36,52 @@ MEMBERS = [
 ]
 
 
-def _both(data: bytes, url="mem.tar"):
-    ours = list(fast_tar_expander([{"url": url, "stream": io.BytesIO(data)}]))
-    theirs = list(tar_file_expander([{"url": url, "stream": io.BytesIO(data)}]))
-    return ours, theirs
+def _ours(data: bytes, suffixes=("jpg", "cls", "json"), url="mem.tar", wrap=io.BytesIO):
+    return [(key, *payloads) for key, payloads in iter_samples(wrap(data), url, suffixes)]
+
+
+def _webdatasets(data: bytes, suffixes=("jpg", "cls", "json"), url="mem.tar"):
+    """The same samples through webdataset's own reader: tarfile members grouped by key."""
+    from webdataset.tariterators import group_by_keys
+
+    samples = group_by_keys(tar_file_expander([{"url": url, "stream": io.BytesIO(data)}]))
+    return [(s["__key__"], *(s.get(x) for x in suffixes)) for s in samples if any(x in s for x in suffixes)]
 
 
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
-def test_same_members_as_webdataset(fmt):
+def test_same_samples_as_webdataset_in_every_tar_format(fmt):
     members = MEMBERS if fmt != tarfile.USTAR_FORMAT else [m for m in MEMBERS if len(m[0]) < 100]
-    ours, theirs = _both(_tar(members, fmt))
-    assert ours == theirs
-    assert ours[-1] == {} and len(ours) == len(members)  # the meta member skipped, end-of-shard marker
+    data = _tar(members, fmt)
+    ours = _ours(data)
+    assert ours == _webdatasets(data)
+    # the meta member skipped; a long name (PAX path or GNU long name) kept whole
+    assert [key for key, *_ in ours] == list(dict.fromkeys(m[0].split(".")[0] for m in members if not m[0].startswith("__")))
 
 
-def test_suffix_filter_and_compressed_fallback():
+def test_only_asked_for_members_and_compressed_shards():
     data = _tar(MEMBERS)
-    kept = list(fast_tar_expander([{"url": "a", "stream": io.BytesIO(data)}], suffixes=("jpg",)))
-    assert [m["fname"].rsplit("/", 1)[-1] for m in kept if m] == ["0000001_000.jpg", "0000002_000.jpg"]
+    assert [(key, jpg) for key, jpg in _ours(data, ("jpg",))] == [
+        ("0000001_000", b"\xff\xd8jpegbytes"), ("d" * 120 + "/0000002_000", b"x" * 1000)]
     gz = _tar(MEMBERS, mode="w:gz")
-    ours, theirs = _both(gz)
-    assert ours == theirs and len(ours) == len(MEMBERS)
-    kept_gz = list(fast_tar_expander([{"url": "a", "stream": io.BytesIO(gz)}], suffixes=("jpg",)))
-    assert kept_gz == [{**m, "__url__": "a"} for m in kept if m] + [{}]  # the same filter on compressed shards
+    assert _ours(gz) == _webdatasets(gz) == _ours(data)
 
 
 def test_corrupt_or_truncated_shards_are_clear_errors():
     data = bytearray(_tar(MEMBERS, tarfile.GNU_FORMAT))
     data[257:262] = b"xxxxx"  # no ustar magic: the checksum is tested, and now fails
     with pytest.raises(InputDataError, match="checksum"):
-        list(fast_tar_expander([{"url": "bad.tar", "stream": io.BytesIO(bytes(data))}]))
+        _ours(bytes(data), url="bad.tar")
     cut = _tar(MEMBERS)[:1500]
     with pytest.raises(InputDataError, match="truncated"):
-        list(fast_tar_expander([{"url": "cut.tar", "stream": io.BytesIO(cut)}]))
+        _ours(cut, url="cut.tar")
+
+
+def test_base_256_and_space_terminated_sizes():
+    """Header number forms other writers use: GNU base-256 and a space-terminated octal field."""
+    data = bytearray(_tar([("0000001_000.jpg", b"j" * 700), ("0000001_000.cls", b"7")], tarfile.USTAR_FORMAT))
+    data[124:136] = b"\x80" + (700).to_bytes(11, "big")  # base-256
+    data[512 * 3 + 124 : 512 * 3 + 136] = b"         1 \0"[:12]  # the second header: spaces around the digit
+    assert _ours(bytes(data), ("jpg", "cls")) == [("0000001_000", b"j" * 700, b"7")]
 
 
 class _ReadOnly:
