@@ -90,10 +90,13 @@ def sample_key(identity_id: int, image_index: int) -> str:
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """RGB uint8 -> JPEG with Huffman tables fitted to the image (``optimize``): the same
+    pixels when decoded, about 7 % fewer bytes at quality 95, and 2-3 % less CPU to decode
+    in the training reader, for about 0.1 ms more per 112 px crop here (docs/benchmark.md)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality, optimize=True)
     return buf.getvalue()
 
 
