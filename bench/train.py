@@ -106,12 +106,14 @@ def _cpu_seconds(proc) -> float:
 
 def _child_cpu(proc) -> float:
     """CPU seconds of the (live) children of this process: the loader workers."""
+    import psutil
+
     total = 0.0
     for child in proc.children(recursive=True):
         try:
             total += _cpu_seconds(child)
-        except Exception:  # a child that just exited
-            pass
+        except psutil.NoSuchProcess:  # a child that just exited
+            continue
     return total
 
 
@@ -216,6 +218,16 @@ def fast_decode_difference(jpegs: list[bytes]) -> dict:
     return {"max": worst, "mean": total / count}
 
 
+def bare_decode_rate(jpegs: list[bytes], images: int = 3_000) -> float:
+    """simplejpeg decodes of ``jpegs`` (the baseline decoder) per CPU-second, over ``images`` decodes."""
+    import simplejpeg
+
+    c0 = time.process_time()
+    for i in range(images):
+        simplejpeg.decode_jpeg(jpegs[i % len(jpegs)], colorspace="RGB")
+    return images / (time.process_time() - c0)
+
+
 def measure_reader(spec, data_cfg, workers: int, batches: int, warmup: int = 5) -> dict:
     """The training loader (decode + augment + batch in ``workers`` processes, or in this one
     with 0): images per CPU-second of all its processes (= per core) and per wall-second."""
@@ -274,8 +286,9 @@ def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, b
     """`bench train --reader-only`: the loader's images per CPU-second (per core) and per
     wall-second for each worker count, against bare decoding of the same JPEG bytes in the
     same run. ``rounds`` times: every bare decoder, then the loader at each worker count;
-    each loader figure is divided by the bare simplejpeg figure of its round, and the
-    medians over rounds are reported (this VM's speed drifts by 10-20 % between runs).
+    each loader figure is divided by bare simplejpeg decoding measured just before and
+    after it, and the medians over rounds are reported (this VM's speed drifts by 10-20 %
+    within seconds).
     Without ``data``: a temporary dataset of real face crops (``faces``) or of noisy patterns."""
     from eval.config import DataConfig
     from eval.data import resolve_dataset
@@ -306,11 +319,14 @@ def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, b
         decode_rounds, reader_rounds = [], []
         for _ in range(rounds):
             decode_rounds.append(measure_decode(jpegs, batches * batch_size))
-            base = decode_rounds[-1]["simplejpeg"]["per_cpu_s"]
             reader_rounds.append([])
             for w in workers:
+                # this VM's speed drifts within seconds: each loader figure is divided by bare
+                # decoding measured just before and just after it
+                before = bare_decode_rate(jpegs)
                 r = measure_reader(spec, cfg, w, batches)
-                r.update(load=load_average(), ratio_to_decode=r["per_cpu_s"] / base)
+                base = (before + bare_decode_rate(jpegs)) / 2
+                r.update(load=load_average(), bare_per_cpu_s=base, ratio_to_decode=r["per_cpu_s"] / base)
                 reader_rounds[-1].append(r)
     decode = {}
     for name, first in decode_rounds[0].items():
@@ -326,7 +342,8 @@ def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, b
             "images": per_round[0]["images"],
             "shape": per_round[0]["shape"],
             **{key: median([r[key] for r in per_round])
-               for key in ("per_cpu_s", "ratio_to_decode", "per_wall_s", "main_us_per_image", "workers_us_per_image", "load")},
+               for key in ("per_cpu_s", "bare_per_cpu_s", "ratio_to_decode", "per_wall_s", "main_us_per_image",
+                           "workers_us_per_image", "load")},
             "per_cpu_s_rounds": [r["per_cpu_s"] for r in per_round],
             "ratio_rounds": [r["ratio_to_decode"] for r in per_round],
         })
@@ -344,7 +361,8 @@ def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, b
         ratios = " / ".join(f"{v:.2f}" for v in r["ratio_rounds"])
         echo(
             f"reader, {where}: {r['per_cpu_s']:>7,.0f} images per CPU-second (all loader processes) = "
-            f"{r['ratio_to_decode']:.2f} x bare simplejpeg decoding (rounds: {ratios}); CPU per image "
+            f"{r['ratio_to_decode']:.2f} x bare simplejpeg decoding measured around it ({r['bare_per_cpu_s']:,.0f}; "
+            f"rounds: {ratios}); CPU per image "
             f"{r['workers_us_per_image']:.0f} us in workers + {r['main_us_per_image']:.0f} us in the training process; "
             f"{r['per_wall_s']:,.0f} images per wall-second; load {r['load']:.1f}"
         )
