@@ -164,7 +164,9 @@ def _scan(window: _Window, url: str, want: dict[bytes, int]) -> Iterator[tuple[b
             name = raw_name.partition(b"\0")[0]
         else:
             if kind == b"x":
-                pax = _pax(bytes(view[start : start + size]))
+                # records that change nothing (mtime, uid... as webdataset's TarWriter writes)
+                # leave the next member on the short path
+                pax = _pax(bytes(view[start : start + size])) or None
                 continue
             if kind == b"L":
                 long_name = bytes(view[start : start + size]).rstrip(b"\0")
