@@ -128,20 +128,23 @@ def decode_into(data: bytes, out: np.ndarray, flip: bool = False) -> None:
     mirrored left-right when ``flip``.
 
     A 112x112 JPEG (every factory crop) is decoded by libjpeg-turbo into
-    ``out`` itself and mirrored there by cv2.flip (in place, while the row is
-    still in cache): no array per image. Other sizes and formats take
-    :func:`decode_image`.
+    ``out`` itself: no array per image. To mirror it, it is decoded as BGR and
+    each row's bytes are reversed (B,G,R of the last pixel first: R,G,B of the
+    mirrored row), one single-channel flip, which OpenCV does faster than a
+    3-channel one (2-3 us less per mirrored image here). Other sizes and
+    formats take :func:`decode_image`.
     """
-    image = None
     if data[:2] == b"\xff\xd8":
         try:
-            image = simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+            image = simplejpeg.decode_jpeg(data, colorspace="BGR" if flip else "RGB", buffer=out)
         except ValueError:  # larger than 112x112, or refused: decode_image sorts it out
             image = None
-        if image is not None and image.shape != out.shape:  # smaller: decoded into the row's start
-            image = None
-    if image is None:
-        out[...] = decode_image(data)
+        if image is not None and image.shape == out.shape:  # (smaller: decoded into the row's start)
+            if flip:
+                rows = out.reshape(out.shape[0], -1)
+                cv2.flip(rows, 1, dst=rows)
+            return
+    out[...] = decode_image(data)
     if flip:
         cv2.flip(out, 1, dst=out)
 
