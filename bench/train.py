@@ -345,6 +345,7 @@ def reader_bench(data: str | None, workers: list[int] | None, batch_size: int, b
                for key in ("per_cpu_s", "bare_per_cpu_s", "ratio_to_decode", "per_wall_s", "main_us_per_image",
                            "workers_us_per_image", "load")},
             "per_cpu_s_rounds": [r["per_cpu_s"] for r in per_round],
+            "bare_per_cpu_s_rounds": [r["bare_per_cpu_s"] for r in per_round],
             "ratio_rounds": [r["ratio_to_decode"] for r in per_round],
         })
     difference = fast_decode_difference(jpegs[:1000])
