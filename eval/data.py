@@ -3,10 +3,10 @@
 The hot path is lean on purpose (docs/benchmark.md, "The training reader"):
 tar members -> (key, url, jpg, cls) tuples (``eval/tarstream.py``) -> a
 shuffle buffer over tuples (webdataset's) -> each batch decoded by libjpeg-turbo straight
-into one uint8 array, flipped in place, colour-augmented per batch ->
-handed to the training process through a shared-memory ring of batch slots
-(:class:`BatchRing`), without a copy: the training process's batch is the slot. Batches are ``[B,3,112,112]`` views of NHWC rows
-(channels_last strides).
+into one uint8 array, mirrored in place, colour-augmented per batch. Loader
+worker processes (``eval/loader.py``) write the batches into shared memory
+and the training process takes them without a copy. Batches are
+``[B,3,112,112]`` views of NHWC rows (channels_last strides).
 
 ``--data`` is a dataset root (local folder or fsspec URL holding
 ``dataset.json`` and ``shard-NNNNNN.tar``) or a brace pattern of shard URLs
@@ -14,9 +14,9 @@ handed to the training process through a shared-memory ring of batch slots
 ``dataset.json``. The root's ``dataset.json`` gives ``num_classes``; labels
 come from each sample's ``cls``.
 
-Work is split over (process rank x loader worker) "slots". With at least
-as many shards as slots each slot reads its own shards; with fewer (small
-datasets, many GPUs) every slot reads all shards and keeps every n-th sample.
+Work is split over (process rank x loader worker) "shares". With at least
+as many shards as shares each share reads its own shards; with fewer (small
+datasets, many GPUs) every share reads all shards and keeps every n-th sample.
 The shard list repeats endlessly in a seeded order, and an epoch is a fixed
 number of steps, so all ranks take the same number of steps (DDP needs that).
 """
@@ -283,19 +283,19 @@ class ShardStream:
         """Batch after batch of this rank's loader worker ``worker`` (of ``num_workers``), each
         written into the arrays ``claim()`` gives: (handle, uint8 [B,112,112,3] rows, int64 [B]
         labels), or None to stop. Yields each handle once its batch is written."""
-        slot, num_slots = self.rank * num_workers + worker, self.world_size * num_workers
-        by_shard = len(self.spec.urls) >= num_slots
+        share, shares = self.rank * num_workers + worker, self.world_size * num_workers
+        by_shard = len(self.spec.urls) >= shares
         urls = self._shard_order()
         if by_shard:
-            urls = islice(urls, slot, None, num_slots)
+            urls = islice(urls, share, None, shares)
         samples = self._samples(urls)
         if not by_shard:
-            samples = islice(samples, slot, None, num_slots)
+            samples = islice(samples, share, None, shares)
         if self.cfg.shuffle_buffer > 1:
             # webdataset's shuffle buffer works on any items: here on (key, url, jpg, cls) tuples
             bufsize = self.cfg.shuffle_buffer
-            samples = wds.shuffle(bufsize, initial=min(bufsize, 1000), seed=self.seed + slot)(samples)
-        augment = Augment(self.cfg, seed=self.seed * 1_000_003 + 7919 * slot + 1)
+            samples = wds.shuffle(bufsize, initial=min(bufsize, 1000), seed=self.seed + share)(samples)
+        augment = Augment(self.cfg, seed=self.seed * 1_000_003 + 7919 * share + 1)
         size = self.cfg.batch_size
         while True:
             chunk = list(islice(samples, size))

@@ -23,7 +23,7 @@ import pickle
 import struct
 import traceback
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,9 +33,12 @@ from eval.backbones import INPUT_SIZE
 
 _IMAGE_BYTES = INPUT_SIZE * INPUT_SIZE * 3
 RING_SLOTS = 6  # batches a worker can have ready or held by the training loop at once
+# worker -> training process messages: a tag byte, then the payload
+_READY = b"R"  # + the slot's index (4 bytes)
+_ERROR = b"E"  # + pickled (exception, traceback text)
+_DONE = b"D"  # the worker's share of a finite stream is exhausted
 _SLOT = struct.Struct("<i")
-_ERROR = b"E"
-_WAIT_S = 0.5  # how often a waiting worker checks that it should go on
+_WAIT_S = 0.5  # how often a waiting worker, or the training process, checks the other is alive
 
 
 class BatchRing:
@@ -54,7 +57,12 @@ class BatchRing:
         self.memory = torch.zeros(self.flags_at + slots + 1, dtype=torch.uint8).share_memory_()
         self.free = context.Semaphore(slots)
         self.next = 0  # the worker's next slot to try: ring order while the consumer keeps up
-        self.held = 0  # training process: slots handed out as tensors and not yet let go
+        # training process: the slots handed out as tensors and not yet let go (set.add and
+        # set.discard are atomic, so a batch dropped in another thread cannot lose a count)
+        self.held: set[int] = set()
+        # a process forked from the training process (another loader's worker, say) inherits the
+        # batches' finalizers: only the training process itself may free slots or stop the ring
+        self.owner = os.getpid()
 
     def views(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 [B,112,112,3] images, int64 [B] labels) of a slot: new array objects each call."""
@@ -67,13 +75,17 @@ class BatchRing:
     def _flags(self) -> np.ndarray:
         return self.memory.numpy()[self.flags_at :]
 
+    @property
+    def stopped(self) -> bool:
+        return bool(self._flags()[self.slots])
+
     # the worker's side
 
-    def claim(self, parent_pid: int) -> int | None:
+    def take_free_slot(self, parent_alive: Callable[[], bool]) -> int | None:
         """A free slot, marked busy; None once the ring is stopped or the training process is gone."""
         flags = self._flags()
         while not self.free.acquire(timeout=_WAIT_S):
-            if flags[self.slots] or os.getppid() != parent_pid:
+            if flags[self.slots] or not parent_alive():
                 return None
         if flags[self.slots]:
             return None
@@ -88,21 +100,26 @@ class BatchRing:
     # the training process's side
 
     def release(self, slot: int) -> None:
-        self._flags()[slot] = 0
-        self.free.release()
+        if os.getpid() == self.owner:
+            self._flags()[slot] = 0
+            self.free.release()
 
     def stop(self) -> None:
-        self._flags()[self.slots] = 1
-        self.free.release()  # wakes a worker waiting for a slot
+        if os.getpid() == self.owner:
+            self._flags()[self.slots] = 1
+            self.free.release()  # wakes a worker waiting for a slot
 
 
-def _worker_main(stream, worker: int, num_workers: int, ring: BatchRing, pipe, parent_pid: int) -> None:
+def _worker_main(stream, worker: int, num_workers: int, ring: BatchRing, pipe) -> None:
     """A loader worker: fill ring slots with the stream's batches and name each on the pipe.
     An error goes to the training process as (exception, traceback text)."""
     torch.set_num_threads(1)
+    # The training process (or, under forkserver, the fork server it keeps alive) is this
+    # process's parent; when it dies this process is handed to another parent.
+    parent = os.getppid()
 
     def claim():
-        slot = ring.claim(parent_pid)
+        slot = ring.take_free_slot(lambda: os.getppid() == parent)
         if slot is None:
             return None
         images, labels = ring.views(slot)
@@ -110,18 +127,25 @@ def _worker_main(stream, worker: int, num_workers: int, ring: BatchRing, pipe, p
 
     try:
         for slot in stream.batches(claim, worker, num_workers):
-            pipe.send_bytes(_SLOT.pack(slot))
+            pipe.send_bytes(_READY + _SLOT.pack(slot))
+        if not ring.stopped and os.getppid() == parent:  # the stream itself ended
+            pipe.send_bytes(_DONE)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the training process reports it
         return
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the training process
-        text = traceback.format_exc()
-        try:
-            payload = pickle.dumps((exc, text))
-        except Exception:  # noqa: BLE001 - an exception that does not pickle: send its text
-            payload = pickle.dumps((RuntimeError(f"{type(exc).__name__}: {exc}"), text))
-        pipe.send_bytes(_ERROR + payload)
+        pipe.send_bytes(_ERROR + _error_payload(exc, traceback.format_exc()))
     finally:
         pipe.close()
+
+
+def _error_payload(exc: BaseException, text: str) -> bytes:
+    """(exc, text) pickled; an exception that does not survive pickling travels as its text."""
+    try:
+        payload = pickle.dumps((exc, text))
+        pickle.loads(payload)  # some pickle but fail to unpickle (an __init__ with other arguments)
+        return payload
+    except Exception:  # noqa: BLE001 - whatever the exception's own pickling does wrong
+        return pickle.dumps((RuntimeError(f"{type(exc).__name__}: {exc}"), text))
 
 
 class _RemoteTraceback(Exception):
@@ -157,7 +181,7 @@ class Loader:
                 reader, writer = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_worker_main,
-                    args=(self.stream, worker, self.workers, ring, writer, os.getpid()),
+                    args=(self.stream, worker, self.workers, ring, writer),
                     name=f"synthface-loader-{worker}",
                     daemon=True,
                 )
@@ -170,7 +194,7 @@ class Loader:
             while True:
                 slot = self._receive(pipes[worker], processes[worker], worker)
                 if slot is None:
-                    return  # a finite stream ended (the endless shard order never does)
+                    return  # the worker's share of a finite stream ended (the endless shard order never does)
                 yield self._hand_over(rings[worker], slot)
                 worker = (worker + 1) % self.workers
         finally:
@@ -178,26 +202,36 @@ class Loader:
 
     @staticmethod
     def _receive(pipe, process, worker: int) -> int | None:
-        """The next ready slot of a worker; its error re-raised here."""
+        """The next ready slot of a worker (None: its share of a finite stream ended); its
+        error re-raised here."""
+        message = b""
         try:
-            message = pipe.recv_bytes()
-        except EOFError:
-            process.join(timeout=5)
-            if process.exitcode == 0:
-                return None
-            raise RuntimeError(
-                f"loader worker {worker} stopped unexpectedly (exit code {process.exitcode}); "
-                "a negative code is the signal that killed it (-9: out of memory?)"
-            ) from None
-        if message[:1] == _ERROR:
+            while True:
+                if pipe.poll(_WAIT_S):
+                    message = pipe.recv_bytes()
+                    break
+                if not process.is_alive() and not pipe.poll(0):
+                    break  # gone, and the pipe still open: a process of its own holds the other end
+        except EOFError:  # gone, pipe closed
+            pass
+        tag = message[:1]
+        if tag == _READY:
+            return _SLOT.unpack(message[1:])[0]
+        if tag == _DONE:
+            return None
+        if tag == _ERROR:
             exc, text = pickle.loads(message[1:])
             raise exc from _RemoteTraceback(f"in loader worker {worker}:\n{text}")
-        return _SLOT.unpack(message)[0]
+        process.join(timeout=5)
+        raise RuntimeError(
+            f"loader worker {worker} stopped unexpectedly (exit code {process.exitcode}); "
+            "a negative code is the signal that killed it (-9: out of memory?)"
+        )
 
     def _hand_over(self, ring: BatchRing, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = ring.views(slot)
         labels = torch.from_numpy(labels.copy())
-        if self.pin or ring.held >= ring.slots - 1:
+        if self.pin or len(ring.held) >= ring.slots - 1:
             # CUDA: one copy, into pinned memory. CPU: the training loop keeps almost every slot
             # of this worker, so give it a copy and the worker its slot, or the worker would wait.
             self.copies += not self.pin
@@ -205,7 +239,7 @@ class Loader:
             np.copyto(out.numpy(), images)  # one thread: torch's copy_ wakes (and spins) its pool
             ring.release(slot)
             return out.permute(0, 3, 1, 2), labels.pin_memory() if self.pin else labels
-        ring.held += 1
+        ring.held.add(slot)
         # ``images`` is a fresh array object, and every tensor made from it keeps it alive:
         # it dies with the last view of this batch, and the slot goes back then.
         weakref.finalize(images, _let_go, ring, slot).atexit = False
@@ -213,12 +247,15 @@ class Loader:
 
 
 def _let_go(ring: BatchRing, slot: int) -> None:
-    ring.held -= 1
+    ring.held.discard(slot)
     ring.release(slot)
 
 
 def _stop(rings: list[BatchRing], pipes: list, processes: list) -> None:
-    """Stop the workers: the stop byte first, then a wait, then the hard way."""
+    """Stop the workers: the stop byte first, then a wait, then the hard way. Only in the
+    training process (a forked copy of a running loop may be cleaned up elsewhere)."""
+    if rings and os.getpid() != rings[0].owner:
+        return
     for ring in rings:
         ring.stop()
     for process in processes:

@@ -101,7 +101,7 @@ def _compressed(window: _Window) -> bool:
     return bytes(window.view[: window.end][:5]).startswith(_COMPRESSED)
 
 
-def _key_and_slot(name: bytes, want: dict[bytes, int]) -> tuple[bytes, int] | None:
+def _key_and_index(name: bytes, want: dict[bytes, int]) -> tuple[bytes, int] | None:
     """(key, index of the wanted extension or -1) of a member name, as webdataset's
     ``group_by_keys`` splits it (key: the path up to the first dot of the file name;
     extension: the rest, lower-cased); None for names it skips (meta members, no dot)."""
@@ -116,7 +116,7 @@ def _key_and_slot(name: bytes, want: dict[bytes, int]) -> tuple[bytes, int] | No
 
 def _scan(window: _Window, url: str, want: dict[bytes, int]) -> Iterator[tuple[bytes, int, bytes | None]]:
     """(key, slot, payload) per regular member of the tar in ``window`` that has a key (see
-    :func:`_key_and_slot`); the payload is copied out only for a wanted extension (slot >= 0).
+    :func:`_key_and_index`); the payload is copied out only for a wanted extension (slot >= 0).
 
     The stream is read in 1 MiB chunks into one buffer and each header is parsed in place
     by one struct call; a plain ustar member (what the factory and Python's tarfile write)
@@ -171,7 +171,8 @@ def _scan(window: _Window, url: str, want: dict[bytes, int]) -> Iterator[tuple[b
             if kind == b"L":
                 long_name = bytes(view[start : start + size]).rstrip(b"\0")
                 continue
-            if kind in (b"g", b"5", b"1", b"2", b"3", b"4", b"6"):  # global header, dirs, links, devices
+            # global header, dirs, links (and GNU long link names), devices, a GNU volume label
+            if kind in (b"g", b"5", b"1", b"2", b"3", b"4", b"6", b"K", b"V"):
                 pax = long_name = None
                 continue
             if kind not in _REGULAR:
@@ -182,7 +183,7 @@ def _scan(window: _Window, url: str, want: dict[bytes, int]) -> Iterator[tuple[b
                 if magic == b"ustar" and buf[header_at + 345]:  # a ustar name prefix
                     name = bytes(view[header_at + 345 : header_at + 500]).partition(b"\0")[0] + b"/" + name
             pax = long_name = None
-        split = _key_and_slot(name, want)
+        split = _key_and_index(name, want)
         if split is not None:
             yield split[0], split[1], bytes(view[start : start + size]) if split[1] >= 0 else None
 
@@ -195,7 +196,7 @@ def _compressed_members(stream, url: str, want: dict[bytes, int]) -> Iterator[tu
         raise InputDataError(f"shard {url}: compressed or unusual tar that cannot be re-read from the start") from None
     for member in tar_file_expander([{"url": url, "stream": stream}]):
         if member:
-            split = _key_and_slot(member["fname"].encode("utf-8"), want)
+            split = _key_and_index(member["fname"].encode("utf-8"), want)
             if split is not None:
                 yield split[0], split[1], member["data"] if split[1] >= 0 else None
 

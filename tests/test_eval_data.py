@@ -176,7 +176,7 @@ def test_png_and_other_sizes_are_decoded_and_resized_like_decode_image(tmp_path)
 
 
 def test_loader_workers_hand_over_the_same_batches_and_reused_slots_do_not_touch_held_ones(toy):
-    """One worker reads as this process does (the same slot); far more batches than ring slots,
+    """One worker reads as this process does (the same share); far more batches than ring slots,
     all held at once: each must still be the batch it was when handed over."""
     spec = resolve_dataset(str(toy))
     cfg = DataConfig(batch_size=3, num_workers=0, shuffle_buffer=5, flip=True)

@@ -128,3 +128,16 @@ def test_a_member_twice_in_one_sample_is_an_error():
     data = _tar([("0000001_000.jpg", b"x"), ("0000001_000.jpg", b"y")], tarfile.USTAR_FORMAT)
     with pytest.raises(InputDataError, match="duplicate member 0000001_000.jpg"):
         list(iter_samples(io.BytesIO(data), "dup.tar", ("jpg", "cls")))
+
+
+def test_link_members_with_gnu_long_link_names_are_skipped_like_links():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+        link = tarfile.TarInfo("0000001_000.lnk")
+        link.type, link.linkname = tarfile.SYMTYPE, "t" * 150  # a 'K' member carries the long target
+        t.addfile(link)
+        info = tarfile.TarInfo("0000002_000.jpg")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"jpg"))
+    data = buf.getvalue()
+    assert _ours(data) == _webdatasets(data) == [("0000002_000", b"jpg", None, None)]

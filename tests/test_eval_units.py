@@ -172,7 +172,7 @@ def _loader_pass(spec, rank, world, workers):
     return batches
 
 
-@pytest.mark.parametrize("shards", [4, 1])  # 4 slots (2 ranks x 2 workers): by shard; 1 shard: by sample
+@pytest.mark.parametrize("shards", [4, 1])  # 4 shares (2 ranks x 2 workers): by shard; 1 shard: by sample
 def test_ranks_and_workers_together_read_each_sample_once(tmp_path, shards):
     root = write_pattern_dataset(tmp_path / "ds", num_classes=4, images_per_class=4, shards=shards)
     spec = resolve_dataset(str(root))
@@ -183,5 +183,5 @@ def test_ranks_and_workers_together_read_each_sample_once(tmp_path, shards):
         for rank in (0, 1)
         for img, label in _loader_pass(spec, rank, 2, workers=2)
     ]
-    # Four slots, one epoch's worth of steps: every sample exactly once, labels from cls intact.
+    # Four shares, one epoch's worth of steps: every sample exactly once, labels from cls intact.
     assert sorted(split) == sorted(everything)
