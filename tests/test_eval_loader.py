@@ -116,7 +116,7 @@ def test_workers_stop_when_the_loop_ends_or_their_training_process_dies(toy, tmp
         "os.kill(os.getpid(), 9)\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                   timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     orphans = {int(pid) for pid in pids.read_text().split()}
     assert len(orphans) == 2
     _wait_until_gone(orphans)
