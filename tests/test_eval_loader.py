@@ -79,13 +79,18 @@ def test_a_worker_error_is_raised_here_as_itself_with_the_workers_traceback(tmp_
     _wait_until_gone(_loader_children() - before)
 
 
-def test_a_killed_worker_is_an_error_naming_the_signal_not_a_hang(toy):
-    spec = resolve_dataset(str(toy))
+def _running_loader(toy):
+    """A two-worker loader that has handed out its first batch, and its worker pids."""
     before = _loader_children()
-    batches = iter(make_loader(spec, _cfg(2), seed=1))
+    batches = iter(make_loader(resolve_dataset(str(toy)), _cfg(2), seed=1))
     next(batches)
     workers = _loader_children() - before
     assert len(workers) == 2
+    return batches, workers
+
+
+def test_a_killed_worker_is_an_error_naming_the_signal_not_a_hang(toy):
+    batches, workers = _running_loader(toy)
     os.kill(min(workers), signal.SIGKILL)
     with pytest.raises(RuntimeError, match=r"loader worker \d stopped unexpectedly \(exit code -9\)"):
         for _ in range(10 * RING_SLOTS):  # the batches it had ready still come first
@@ -94,12 +99,7 @@ def test_a_killed_worker_is_an_error_naming_the_signal_not_a_hang(toy):
 
 
 def test_workers_stop_when_the_loop_ends_or_their_training_process_dies(toy, tmp_path):
-    spec = resolve_dataset(str(toy))
-    before = _loader_children()
-    batches = iter(make_loader(spec, _cfg(2), seed=1))
-    next(batches)
-    workers = _loader_children() - before
-    assert len(workers) == 2
+    batches, workers = _running_loader(toy)
     batches.close()  # what leaving a for loop (or dropping the iterator) does
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in workers)
 
