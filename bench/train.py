@@ -184,22 +184,27 @@ def _decoders():
     }
 
 
+def _decode_times(fn, jpegs: list[bytes], images: int) -> tuple[int, float, float]:
+    """``fn`` over ``jpegs`` in order, whole passes, at least ``images`` decodes:
+    (decodes, CPU seconds, wall seconds)."""
+    passes = max(1, -(-images // len(jpegs)))
+    c0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(passes):
+        for b in jpegs:
+            fn(b)
+    return passes * len(jpegs), time.process_time() - c0, time.perf_counter() - t0
+
+
 def measure_decode(jpegs: list[bytes], min_images: int = READER_IMAGES) -> dict:
     """Each bare decoder over ``jpegs`` (whole passes, at least ``min_images`` decodes) in
     this process: images per CPU-second and per wall-second."""
     import cv2
 
     cv2.setNumThreads(1)
-    passes = max(1, -(-min_images // len(jpegs)))
     out = {}
     for name, (fn, about) in _decoders().items():
         fn(jpegs[0])
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(passes):
-            for b in jpegs:
-                fn(b)
-        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-        n = passes * len(jpegs)
+        n, cpu, wall = _decode_times(fn, jpegs, min_images)
         out[name] = {"images": n, "per_cpu_s": n / cpu, "per_wall_s": n / wall, "about": about}
     return out
 
@@ -219,13 +224,9 @@ def fast_decode_difference(jpegs: list[bytes]) -> dict:
 
 
 def bare_decode_rate(jpegs: list[bytes], images: int = 3_000) -> float:
-    """simplejpeg decodes of ``jpegs`` (the baseline decoder) per CPU-second, over ``images`` decodes."""
-    import simplejpeg
-
-    c0 = time.process_time()
-    for i in range(images):
-        simplejpeg.decode_jpeg(jpegs[i % len(jpegs)], colorspace="RGB")
-    return images / (time.process_time() - c0)
+    """The baseline decoder (simplejpeg) over ``jpegs``, per CPU-second, at least ``images`` decodes."""
+    n, cpu, _ = _decode_times(_decoders()["simplejpeg"][0], jpegs, images)
+    return n / cpu
 
 
 def measure_reader(spec, data_cfg, workers: int, batches: int, warmup: int = 5) -> dict:
