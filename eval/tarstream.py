@@ -115,8 +115,8 @@ def _key_and_index(name: bytes, want: dict[bytes, int]) -> tuple[bytes, int] | N
 
 
 def _scan(window: _Window, url: str, want: dict[bytes, int]) -> Iterator[tuple[bytes, int, bytes | None]]:
-    """(key, slot, payload) per regular member of the tar in ``window`` that has a key (see
-    :func:`_key_and_index`); the payload is copied out only for a wanted extension (slot >= 0).
+    """(key, index, payload) per regular member of the tar in ``window`` that has a key (see
+    :func:`_key_and_index`); the payload is copied out only for a wanted extension (index >= 0).
 
     The stream is read in 1 MiB chunks into one buffer and each header is parsed in place
     by one struct call; a plain ustar member (what the factory and Python's tarfile write)
@@ -215,14 +215,14 @@ def iter_samples(stream, url: str, suffixes: tuple[str, ...]) -> Iterator[tuple[
     window = _Window(stream, _CHUNK)
     members = _compressed_members(stream, url, want) if _compressed(window) else _scan(window, url, want)
     key, found, empty = None, None, [None] * len(suffixes)
-    for member_key, slot, payload in members:
+    for member_key, index, payload in members:
         if member_key != key:
             if found is not None and found != empty:
                 yield key.decode("utf-8"), tuple(found)
             key, found = member_key, [None] * len(suffixes)
-        if slot >= 0:
-            if found[slot] is not None:
-                raise InputDataError(f"shard {url}: duplicate member {key.decode('utf-8')}.{suffixes[slot]}")
-            found[slot] = payload
+        if index >= 0:
+            if found[index] is not None:
+                raise InputDataError(f"shard {url}: duplicate member {key.decode('utf-8')}.{suffixes[index]}")
+            found[index] = payload
     if found is not None and found != empty:
         yield key.decode("utf-8"), tuple(found)
