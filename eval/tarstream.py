@@ -26,6 +26,9 @@ _BLOCK = 512
 _META = re.compile(rb"__[^/]*__($|/)")  # webdataset skips these member names
 _REGULAR = (b"0", b"\0", b"7")
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
+# Names are bytes in a tar; tarfile (webdataset's reader) decodes them as UTF-8 with
+# surrogate escapes, so a name in another encoding is read, not an error: so do we.
+_NAME_ERRORS = "surrogateescape"
 
 
 def _number(field: bytes) -> int:
@@ -45,7 +48,7 @@ def _pax(data: bytes) -> dict[str, str]:
         length = int(data[pos:space])
         key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
         if key in (b"path", b"size"):
-            out[key.decode("utf-8")] = value.decode("utf-8")
+            out[key.decode("utf-8")] = value.decode("utf-8", _NAME_ERRORS)
         pos += length
     return out
 
@@ -177,7 +180,7 @@ def _scan(window: _Window, url: str, want: dict[bytes, int]) -> Iterator[tuple[b
                 continue
             if kind not in _REGULAR:
                 raise InputDataError(f"shard {url}: unsupported tar member type {kind!r} (sparse file?)")
-            name = pax["path"].encode("utf-8") if pax and "path" in pax else long_name
+            name = pax["path"].encode("utf-8", _NAME_ERRORS) if pax and "path" in pax else long_name
             if name is None:
                 name = raw_name.partition(b"\0")[0]
                 if magic == b"ustar" and buf[header_at + 345]:  # a ustar name prefix
@@ -196,7 +199,7 @@ def _compressed_members(stream, url: str, want: dict[bytes, int]) -> Iterator[tu
         raise InputDataError(f"shard {url}: compressed or unusual tar that cannot be re-read from the start") from None
     for member in tar_file_expander([{"url": url, "stream": stream}]):
         if member:
-            split = _key_and_index(member["fname"].encode("utf-8"), want)
+            split = _key_and_index(member["fname"].encode("utf-8", _NAME_ERRORS), want)
             if split is not None:
                 yield split[0], split[1], member["data"] if split[1] >= 0 else None
 
@@ -218,11 +221,11 @@ def iter_samples(stream, url: str, suffixes: tuple[str, ...]) -> Iterator[tuple[
     for member_key, index, payload in members:
         if member_key != key:
             if found is not None and found != empty:
-                yield key.decode("utf-8"), tuple(found)
+                yield key.decode("utf-8", _NAME_ERRORS), tuple(found)
             key, found = member_key, [None] * len(suffixes)
         if index >= 0:
             if found[index] is not None:
-                raise InputDataError(f"shard {url}: duplicate member {key.decode('utf-8')}.{suffixes[index]}")
+                raise InputDataError(f"shard {url}: duplicate member {key.decode('utf-8', _NAME_ERRORS)}.{suffixes[index]}")
             found[index] = payload
     if found is not None and found != empty:
-        yield key.decode("utf-8"), tuple(found)
+        yield key.decode("utf-8", _NAME_ERRORS), tuple(found)

@@ -141,3 +141,27 @@ def test_link_members_with_gnu_long_link_names_are_skipped_like_links():
         t.addfile(info, io.BytesIO(b"jpg"))
     data = buf.getvalue()
     assert _ours(data) == _webdatasets(data) == [("0000002_000", b"jpg", None, None)]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_names_that_are_not_utf8_read_as_webdataset_reads_them(fmt):
+    """A name in another encoding (the latin-1 byte 0xe9) is no crash: tarfile (webdataset's
+    reader) decodes it as UTF-8 with surrogate escapes, and so do we (a PAX header carries
+    it as raw bytes with hdrcharset=BINARY)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for name, data in [("caf\udce9_000.jpg", b"\xff\xd8a"), ("caf\udce9_000.cls", b"3"), ("ok_000.jpg", b"\xff\xd8b")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    assert b"caf\xe9_000.jpg" in data  # the raw latin-1 byte, not UTF-8
+    ours = _ours(data, ("jpg", "cls"))
+    assert ours == _webdatasets(data, ("jpg", "cls"))
+    assert [key for key, *_ in ours] == ["caf\udce9_000", "ok_000"]
+    gz = io.BytesIO()
+    with tarfile.open(fileobj=gz, mode="w:gz", format=fmt) as t:
+        info = tarfile.TarInfo("caf\udce9_000.jpg")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"\xff\xd8a"))
+    assert _ours(gz.getvalue(), ("jpg",)) == [("caf\udce9_000", b"\xff\xd8a")]
