@@ -23,7 +23,7 @@ from pipelines.shard_job import Stages
 from pipelines.stages import build_stages, load_bank_embeddings
 from synthface.errors import ConfigError, OutputError, RunStateError
 from pipelines.config import FactoryConfig
-from synthface.generation.controls import control_sampler
+from synthface.generation.controls import control_sampler, pool_digests
 from synthface.models.integrity import verify_model_folder
 from synthface.shards.lock import OutputLock
 from synthface.shards.manifest import DATASET_FILE, write_dataset_manifest
@@ -127,15 +127,21 @@ def generate(
     embeddings = load_bank_embeddings(cfg.run.bank, cfg.run.max_ids)
     if len(embeddings) == 0:
         raise ConfigError(f"'run.bank': {cfg.run.bank} holds no identities")
+    reference = None
     if cfg.generation.reference.enabled:  # fail here, not in every worker: no images listed, folder gone
         from pipelines.stages import make_reference
 
-        make_reference(cfg)
+        reference = make_reference(cfg)
     control_sampler(cfg.generation, cfg.seed)  # a bad control pool fails here, before anything is written
     groups = run_groups(cfg.run, len(embeddings))
     num_ids = sum(g.num_ids for g in groups)
     embeddings = embeddings[:num_ids]
-    record = run_record(cfg_data, cfg.run.bank, num_ids)
+    # what the images are made from besides the bank and the models, hashed: a resume
+    # notices files changed at the same path
+    inputs = pool_digests(cfg.generation)
+    if reference is not None:
+        inputs["reference_images_sha256"] = reference.images.digest(num_ids)
+    record = run_record(cfg_data, cfg.run.bank, num_ids, inputs=inputs)
     with OutputLock(output):  # one driver per OUT, for the whole run
         return _generate_locked(
             cfg, output, cfg_data, embeddings, record, ray_address, restart, stages_factory, console, write_card,

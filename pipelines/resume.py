@@ -78,14 +78,34 @@ def models_identity(models_dir: str) -> dict[str, Any]:
     }
 
 
-def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int) -> dict[str, Any]:
+def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int, inputs: dict[str, str] | None = None) -> dict[str, Any]:
+    """What defines the run's output. ``inputs``: content hashes of the other input files
+    (the keys of INPUT_NAMES: control pools, reference images)."""
     return {
         "config": cfg_data,
         "config_hash": run_config_hash(cfg_data),
         "bank": {"path": bank_url, "sha256": sha256_file(bank_url), "num_ids": num_ids},
         "models": models_identity(cfg_data.get("models_dir", "")),
+        "inputs": dict(inputs or {}),
         "synthface_version": synthface_version(),
     }
+
+
+# the content hashes a run record keeps under "inputs", and what each one covers
+INPUT_NAMES = {
+    "expression_pool_sha256": "expression pool (generation.expression.pool) content",
+    "pose_pool_sha256": "pose pool (generation.pose.pool) content",
+    "reference_images_sha256": "reference images (the bank's image folder) content",
+}
+
+
+def _input_changes(old: dict[str, Any], record: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(what, old hash, new hash) per input file set; none for a record written before the
+    inputs were hashed (it has no "inputs": nothing to compare)."""
+    if "inputs" not in old:
+        return []
+    before, now = old["inputs"] or {}, record.get("inputs", {})
+    return [(INPUT_NAMES.get(key, key), before.get(key), now.get(key)) for key in sorted(set(before) | set(now))]
 
 
 def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) -> bool:
@@ -105,6 +125,7 @@ def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) ->
                 ("config", run_config_hash(old.get("config", {})), run_config_hash(record["config"])),
                 ("identity bank", old.get("bank", {}).get("sha256"), record["bank"]["sha256"]),
                 ("model folder (synthface-models.json)", old.get("models", {}), record.get("models", {})),
+                *_input_changes(old, record),
             )
             if a != b
         ]

@@ -77,3 +77,12 @@ def sha256_file(path_or_url: str | Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def files_sha256(folder: str | Path, names: list[str]) -> str:
+    """One sha256 over ``names`` (relative to ``folder``, in the given order) and each file's
+    bytes: what a folder of input images holds, wherever it lives."""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(f"{name}\0{sha256_file(Path(folder) / name)}\0".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()

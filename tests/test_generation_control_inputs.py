@@ -4,6 +4,7 @@ bad input, and what a shard job records (stand-in generator, real sampler and wr
 from __future__ import annotations
 
 import io
+import shutil
 import json
 import tarfile
 
@@ -16,7 +17,7 @@ from synthface.config import load_config
 from synthface.errors import ConfigError, InputDataError
 from pipelines.config import FactoryConfig
 from synthface.generation.config import GenerationConfig
-from synthface.generation.controls import FLAME_DIM, ControlSampler, control_sampler
+from synthface.generation.controls import FLAME_DIM, ControlSampler, control_sampler, pool_digests
 from synthface.generation.pose_maps import render_normal_map, write_pose_pool
 
 
@@ -242,3 +243,29 @@ def test_shard_job_without_controls_passes_nothing_new(tmp_path):
     assert gen.calls == [{}, {}, {}]  # the generator is called exactly as before
     assert all(r["expression"] is None and r["pose_control"] is None for r in rows)
     assert "controls" not in metas[0] and "controls" not in stats
+
+
+def test_pool_digests_follow_the_pools_contents_not_their_place(tmp_path):
+    assert pool_digests(cfg()) == {}
+    pool = tmp_path / "a" / "pose"
+    pool.mkdir(parents=True)
+    (pool / "p0.png").write_bytes(b"x" * 10)
+    (pool / "notes.txt").write_bytes(b"not a control image")
+    flame = flame_pool(tmp_path / "a" / "flame.npy")
+    settings = {"expression": {"mode": "pool", "pool": str(flame)}, "pose": {"mode": "pool", "pool": str(pool)}}
+    first = pool_digests(cfg(**settings))
+    assert set(first) == {"expression_pool_sha256", "pose_pool_sha256"}
+    # the same files elsewhere: the same digests
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    moved = {"expression": {"mode": "pool", "pool": str(tmp_path / "b" / "flame.npy")},
+             "pose": {"mode": "pool", "pool": str(tmp_path / "b" / "pose")}}
+    assert pool_digests(cfg(**moved)) == first
+    # other bytes of the same size under the same name, a renamed image, other FLAME rows: new digests
+    (tmp_path / "b" / "pose" / "notes.txt").write_bytes(b"ignored: not an image")
+    assert pool_digests(cfg(**moved)) == first
+    (tmp_path / "b" / "pose" / "p0.png").write_bytes(b"y" * 10)
+    assert pool_digests(cfg(**moved))["pose_pool_sha256"] != first["pose_pool_sha256"]
+    (pool / "p0.png").rename(pool / "p1.png")
+    assert pool_digests(cfg(**settings))["pose_pool_sha256"] != first["pose_pool_sha256"]
+    np.save(flame, np.zeros((7, FLAME_DIM), np.float32))
+    assert pool_digests(cfg(**settings))["expression_pool_sha256"] != first["expression_pool_sha256"]

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 import test_pipeline_support as support
 from pipelines.generate import generate
 from synthface.errors import InputDataError, RunStateError
 from pipelines.config import FactoryConfig
 from synthface.generation.controls import ControlSampler
-from synthface.generation.pose_maps import write_pose_pool
+from synthface.generation.pose_maps import render_normal_map, write_pose_pool
 from synthface.shards.verify import verify_dataset
 
 
@@ -67,6 +68,16 @@ def test_generate_with_both_controls(ray_cluster, tiny_models, setup):
     assert generate(cfg, str(out), stages_factory=support.build_real_stages).skipped == 2
     with pytest.raises(RunStateError, match="different config"):
         generate(config(tiny_models, bank, pool, pose={"mode": "pool", "pool": str(pool), "scale": 0.5}), str(out))
+    assert {p.name: p.read_bytes() for p in out.glob("shard-*.tar")} == tars
+    # so is the same pool path holding other images (one re-rendered in place)
+    first = sorted(pool.glob("*.png"))[0]
+    kept = first.read_bytes()
+    Image.fromarray(render_normal_map(64, 45.0, 0.0, 0.0)).save(first)
+    try:
+        with pytest.raises(RunStateError, match=r"different pose pool \(generation.pose.pool\) content"):
+            generate(cfg, str(out), stages_factory=support.build_real_stages)
+    finally:
+        first.write_bytes(kept)
     assert {p.name: p.read_bytes() for p in out.glob("shard-*.tar")} == tars
 
 

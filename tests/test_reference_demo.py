@@ -88,3 +88,22 @@ def test_reference_mode_needs_an_image_bank(demo, cli, tmp_path):
     plain = random_bank(tmp_path / "plain.parquet", 4)
     proc = cli("sample", "--bank", plain, "--out", tmp_path / "s", "--config", DEMO, *sets)
     assert proc.returncode == 2 and "ids from-images" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_refuses_reference_images_changed_in_place(demo, tiny_models):
+    """The bank lists its images by name; the run record keeps a hash of their bytes, so an
+    image replaced at the same path is a different dataset, not a silent mix."""
+    from PIL import Image
+
+    root, bank, out, _ = demo
+    cfg = load_factory_config(DEMO, [f"models_dir={tiny_models}", f"run.bank={bank}"])
+    record = json.loads((out / "synthface-run.json").read_text())
+    assert len(record["inputs"]["reference_images_sha256"]) == 64
+    image = root / "identities" / "p0" / "0.png"
+    kept = image.read_bytes()
+    Image.new("RGB", Image.open(image).size, (200, 30, 30)).save(image)
+    try:
+        with pytest.raises(RunStateError, match=r"different reference images \(the bank's image folder\) content"):
+            generate(cfg, str(out))
+    finally:
+        image.write_bytes(kept)

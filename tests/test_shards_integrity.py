@@ -194,3 +194,22 @@ def test_moving_the_bank_and_the_model_folder_still_resumes(tmp_path):
     assert "different identity bank" in message and "1 committed shard" in message
     assert "--restart to DELETE those shards" in message
     assert (tmp_path / "ds" / "shard-000000.tar").exists()
+
+
+def test_a_control_pool_changed_in_place_is_refused_and_old_records_still_resume(tmp_path):
+    import test_pipeline_support as support
+
+    bank = support.random_bank(tmp_path / "bank.parquet", 4)
+    cfg = {"seed": 1, "run": {"bank": str(bank), "images_per_id": 2}}
+    out = Output(str(tmp_path / "ds"))
+    pools = {"pose_pool_sha256": "a" * 64}
+    assert check_or_start_run(out, run_record(cfg, str(bank), 4, inputs=pools), restart=False) is False
+    write_shard(out, 0, range(0, 2))
+    assert check_or_start_run(out, run_record(cfg, str(bank), 4, inputs=pools), restart=False) is True
+    with pytest.raises(RunStateError, match=r"different pose pool \(generation.pose.pool\) content and 1 committed shard"):
+        check_or_start_run(out, run_record(cfg, str(bank), 4, inputs={"pose_pool_sha256": "b" * 64}), restart=False)
+    # a run record written before the pools were hashed has no "inputs": it resumes as before
+    record = json.loads((tmp_path / "ds" / "synthface-run.json").read_text())
+    del record["inputs"]
+    (tmp_path / "ds" / "synthface-run.json").write_text(json.dumps(record))
+    assert check_or_start_run(out, run_record(cfg, str(bank), 4, inputs=pools), restart=False) is True

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from synthface.errors import InputDataError
-from synthface.files import sha256_file
+from synthface.files import files_sha256, sha256_file
 from synthface.generation.config import GenerationConfig
 from synthface.seeds import rng
 
@@ -90,6 +90,16 @@ def gaussian_expression(generator: np.random.Generator, expression_std: float, e
     return v.astype(np.float32)
 
 
+def pose_files(folder: Path) -> list[str]:
+    """The control images of a pose pool folder, sorted by name (the order candidates pick from)."""
+    if not folder.is_dir():
+        raise InputDataError(f"generation.pose.pool: {folder} is not a folder of normal-map images")
+    files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in POSE_EXTENSIONS)
+    if not files:
+        raise InputDataError(f"generation.pose.pool: {folder} holds no {'/'.join(POSE_EXTENSIONS)} images")
+    return files
+
+
 class PosePool:
     """A folder of normal-map control images, all RGB and of the generation size."""
 
@@ -97,11 +107,7 @@ class PosePool:
         from PIL import Image
 
         self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise InputDataError(f"generation.pose.pool: {self.folder} is not a folder of normal-map images")
-        self.files = sorted(p.name for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in POSE_EXTENSIONS)
-        if not self.files:
-            raise InputDataError(f"generation.pose.pool: {self.folder} holds no {'/'.join(POSE_EXTENSIONS)} images")
+        self.files = pose_files(self.folder)
         self.height, self.width = height, width
         digest = hashlib.sha256()
         for name in self.files:  # headers only: cheap even for a large pool
@@ -186,6 +192,22 @@ class ControlSampler:
             out["pose"] = {"pool": str(self.pose_pool.folder), "pool_files": len(self.pose_pool.files),
                            "pool_listing_sha256": self.pose_pool.listing_sha256, "scale": self.cfg.pose.scale}
         return out
+
+
+def pool_digests(cfg: GenerationConfig) -> dict[str, str]:
+    """sha256 of the contents of the control pools ``cfg`` uses ({} when it uses none).
+
+    The run record keeps them, so a resume notices a pool whose files changed at the
+    same path (the path alone is in the config hash). The pose pool's digest covers
+    each image's name and bytes: it reads the whole pool once, in the driver only.
+    """
+    out: dict[str, str] = {}
+    if cfg.expression.mode == "pool" and cfg.expression.pool:
+        out["expression_pool_sha256"] = sha256_file(cfg.expression.pool)
+    if cfg.pose.mode == "pool" and cfg.pose.pool:
+        folder = Path(cfg.pose.pool)
+        out["pose_pool_sha256"] = files_sha256(folder, pose_files(folder))
+    return out
 
 
 def control_sampler(cfg: GenerationConfig, run_seed: int) -> ControlSampler | None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from synthface.errors import InputDataError
+from synthface.files import files_sha256
 from synthface.faces.images import IMAGE_SUFFIXES
 from synthface.identity.bank import BANK_FORMAT, METADATA_KEY, IdentityBank, _make_table
 from synthface.identity.config import IdentityConfig, ScreenConfig
@@ -312,6 +313,17 @@ class ReferenceImages:
 
     def path(self, identity_id: int, k: int) -> Path:
         return self.root / self.images[identity_id][k]
+
+    def digest(self, num_ids: int | None = None) -> str:
+        """sha256 over the name and bytes of every image listed for the first ``num_ids``
+        identities (all by default); a missing file is a clear error."""
+        names = [name for names in self.images[:num_ids] for name in names]
+        try:
+            return files_sha256(self.root, names)
+        except FileNotFoundError as exc:
+            raise InputDataError(
+                f"generation.reference: {exc.filename or exc} is listed in the bank but not in {self.root}"
+            ) from None
 
 
 def read_reference_images(bank_path: str | Path, root: str | Path | None = None) -> ReferenceImages:
