@@ -48,6 +48,12 @@ class DataConfig(StrictModel):
         0.0, ge=0.0, le=1.0, description="Random brightness/contrast/saturation change up to this fraction."
     )
     grayscale_prob: float = Field(0.0, ge=0.0, le=1.0, description="Probability of converting to grey.")
+    worker_timeout_s: float = Field(
+        600.0,
+        ge=0.0,
+        description="Seconds to wait for a loader worker's next batch before failing (0 = forever): "
+        "a shard read that hangs becomes an error, not a stalled run.",
+    )
 
 
 class OptimConfig(StrictModel):

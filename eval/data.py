@@ -313,4 +313,4 @@ def make_loader(spec: DatasetSpec, cfg, rank: int = 0, world_size: int = 1, seed
     """Ready batches from ``cfg.num_workers`` loader worker processes (or this process when 0);
     pinned for CUDA when a GPU is there."""
     stream = ShardStream(spec, cfg, rank=rank, world_size=world_size, seed=seed)
-    return Loader(stream, cfg.num_workers, pin=torch.cuda.is_available())
+    return Loader(stream, cfg.num_workers, pin=torch.cuda.is_available(), timeout_s=cfg.worker_timeout_s)

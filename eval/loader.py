@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ import torch
 import torch.multiprocessing as mp
 
 from eval.backbones import INPUT_SIZE
+from synthface.errors import InputDataError
 
 _IMAGE_BYTES = INPUT_SIZE * INPUT_SIZE * 3
 RING_SLOTS = 6  # batches a worker can have ready or held by the training loop at once
@@ -39,6 +41,7 @@ _ERROR = b"E"  # + pickled (exception, traceback text)
 _DONE = b"D"  # the worker's share of a finite stream is exhausted
 _SLOT = struct.Struct("<i")
 _WAIT_S = 0.5  # how often a waiting worker, or the training process, checks the other is alive
+_STOP_WAIT_S = 5.0  # how long a stopping worker may take to finish its batch before it is terminated
 
 
 class BatchRing:
@@ -165,8 +168,9 @@ class Loader:
     holding nearly every slot of their worker (0 in a loop that drops each batch in time).
     """
 
-    def __init__(self, stream, workers: int, pin: bool = False):
+    def __init__(self, stream, workers: int, pin: bool = False, timeout_s: float = 0.0):
         self.stream, self.workers, self.pin = stream, workers, pin
+        self.timeout_s = timeout_s
         self.copies = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -192,7 +196,7 @@ class Loader:
                 processes.append(process)
             worker = 0
             while True:
-                slot = self._receive(pipes[worker], processes[worker], worker)
+                slot = self._receive(pipes[worker], processes[worker], worker, self.timeout_s)
                 if slot is None:
                     return  # the worker's share of a finite stream ended (the endless shard order never does)
                 yield self._hand_over(rings[worker], slot)
@@ -201,10 +205,12 @@ class Loader:
             _stop(rings, pipes, processes)
 
     @staticmethod
-    def _receive(pipe, process, worker: int) -> int | None:
+    def _receive(pipe, process, worker: int, timeout_s: float = 0.0) -> int | None:
         """The next ready slot of a worker (None: its share of a finite stream ended); its
-        error re-raised here."""
+        error re-raised here; an InputDataError when a live worker sends nothing for
+        ``timeout_s`` seconds (0: wait forever)."""
         message = b""
+        deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
         try:
             while True:
                 if pipe.poll(_WAIT_S):
@@ -212,6 +218,12 @@ class Loader:
                     break
                 if not process.is_alive() and not pipe.poll(0):
                     break  # gone, and the pipe still open: a process of its own holds the other end
+                if deadline is not None and time.monotonic() > deadline:
+                    raise InputDataError(
+                        f"loader worker {worker} (pid {process.pid}) is alive but sent no batch for {timeout_s:g} s "
+                        f"(data.worker_timeout_s): a shard read that hangs? `py-spy dump --pid {process.pid}` "
+                        "shows where it waits; raise the timeout for slow storage, 0 waits forever"
+                    )
         except EOFError:  # gone, pipe closed
             pass
         tag = message[:1]
@@ -259,7 +271,7 @@ def _stop(rings: list[BatchRing], pipes: list, processes: list) -> None:
     for ring in rings:
         ring.stop()
     for process in processes:
-        process.join(timeout=5)
+        process.join(timeout=_STOP_WAIT_S)
         if process.is_alive():  # stuck in a read, say
             process.terminate()
             process.join(timeout=5)

@@ -140,6 +140,34 @@ class _FiniteStream:
             yield handle
 
 
+class _StuckStream(_FiniteStream):
+    """One batch, then a read that never returns (a stalled network mount, say)."""
+
+    def batches(self, claim, worker=0, num_workers=1):
+        handle, rows, labels = claim()
+        rows[:], labels[:] = 0, 0
+        yield handle
+        time.sleep(3600)
+
+
+def test_a_worker_stuck_but_alive_is_an_error_after_the_timeout_not_a_hang(monkeypatch):
+    from eval.loader import Loader
+
+    monkeypatch.setattr("eval.loader._STOP_WAIT_S", 0.5)  # it will not finish its batch: terminate it sooner
+    before = _loader_children()
+    batches = iter(Loader(_StuckStream(), workers=1, timeout_s=1.0))
+    next(batches)
+    started = time.monotonic()
+    with pytest.raises(InputDataError, match=r"loader worker 0 .* no batch for 1 s \(data\.worker_timeout_s\)"):
+        next(batches)
+    assert time.monotonic() - started < 30
+    _wait_until_gone(_loader_children() - before)
+    # the config key behind it: 0 waits forever, a negative value is refused by name
+    assert DataConfig().worker_timeout_s > 0 and DataConfig(worker_timeout_s=0).worker_timeout_s == 0
+    with pytest.raises(ValueError, match="worker_timeout_s"):
+        DataConfig(worker_timeout_s=-1)
+
+
 def test_a_finite_stream_ends_the_loop_cleanly():
     from eval.loader import Loader
 
