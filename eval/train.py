@@ -40,7 +40,7 @@ from synthface.files import atomic_path, write_json_atomic
 CHECKPOINT_FORMAT = "synthface-fr/1"
 # Config keys that may change between a run and its resume: execution settings,
 # and max_steps (to stop early or train longer; the decay is recomputed).
-RESUMABLE_CHANGES = ("train", "verify", "data.num_workers", "optim.max_steps")
+RESUMABLE_CHANGES = ("train", "verify", "data.num_workers", "data.worker_timeout_s", "optim.max_steps")
 
 
 class TrainModule(nn.Module):

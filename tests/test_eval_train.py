@@ -110,7 +110,8 @@ def test_resume_continues_and_refuses_a_changed_config(pattern_root, tmp_path, c
     train(EvalConfig.model_validate(short), str(pattern_root), run, echo=lambda line: None)
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2
 
-    more = cli(*args, "--set", "optim.max_steps=4")
+    # execution settings may change on resume (here: the loader's timeout)
+    more = cli(*args, "--set", "optim.max_steps=4", "--set", "data.worker_timeout_s=900")
     assert more.returncode == 0, more.stderr
     assert "resuming at step 2" in more.stdout
     state = torch.load(run / "checkpoint.pt", weights_only=True)
