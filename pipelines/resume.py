@@ -95,17 +95,16 @@ def run_record(cfg_data: dict[str, Any], bank_url: str, num_ids: int, inputs: di
 INPUT_NAMES = {
     "expression_pool_sha256": "expression pool (generation.expression.pool) content",
     "pose_pool_sha256": "pose pool (generation.pose.pool) content",
-    "reference_images_sha256": "reference images (the bank's image folder) content",
+    "reference_images_sha256": "reference images (the bank's image folder: names and sizes)",
 }
 
 
 def _input_changes(old: dict[str, Any], record: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(what, old hash, new hash) per input file set; none for a record written before the
-    inputs were hashed (it has no "inputs": nothing to compare)."""
-    if "inputs" not in old:
-        return []
-    before, now = old["inputs"] or {}, record.get("inputs", {})
-    return [(INPUT_NAMES.get(key, key), before.get(key), now.get(key)) for key in sorted(set(before) | set(now))]
+    """(what, old hash, new hash) per input file set the old record hashed. A hash the old
+    record lacks is not compared: it was written before that input was hashed (turning a
+    pool or reference mode on or off changes the config hash anyway)."""
+    before, now = old.get("inputs") or {}, record.get("inputs", {})
+    return [(INPUT_NAMES.get(key, key), value, now.get(key)) for key, value in sorted(before.items())]
 
 
 def check_or_start_run(output: Output, record: dict[str, Any], restart: bool) -> bool:

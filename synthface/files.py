@@ -79,10 +79,17 @@ def sha256_file(path_or_url: str | Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def files_sha256(folder: str | Path, names: list[str]) -> str:
-    """One sha256 over ``names`` (relative to ``folder``, in the given order) and each file's
-    bytes: what a folder of input images holds, wherever it lives."""
+def files_sha256(folder: str | Path, names: list[str], contents: bool = True) -> str:
+    """One sha256 over ``names`` (local files relative to ``folder``, in the given order) and
+    each file's bytes, or only its size with ``contents=False`` (a stat per file instead of a
+    read: for folders too large to read at every start). Unreadable files raise OSError."""
     digest = hashlib.sha256()
     for name in names:
-        digest.update(f"{name}\0{sha256_file(Path(folder) / name)}\0".encode("utf-8", "surrogateescape"))
+        path = Path(folder) / name
+        if contents:
+            with path.open("rb") as f:
+                what = hashlib.file_digest(f, "sha256").hexdigest()
+        else:
+            what = str(path.stat().st_size)
+        digest.update(f"{name}\0{what}\0".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()

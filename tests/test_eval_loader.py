@@ -155,8 +155,10 @@ def test_a_worker_stuck_but_alive_is_an_error_after_the_timeout_not_a_hang(monke
 
     monkeypatch.setattr("eval.loader._STOP_WAIT_S", 0.5)  # it will not finish its batch: terminate it sooner
     before = _loader_children()
-    batches = iter(Loader(_StuckStream(), workers=1, timeout_s=1.0))
-    next(batches)
+    loader = Loader(_StuckStream(), workers=1)
+    batches = iter(loader)
+    next(batches)  # no timeout for the first batch: a slow start on a loaded machine is not what is tested
+    loader.timeout_s = 1.0
     started = time.monotonic()
     with pytest.raises(InputDataError, match=r"loader worker 0 .* no batch for 1 s \(data\.worker_timeout_s\)"):
         next(batches)

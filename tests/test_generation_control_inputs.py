@@ -4,6 +4,7 @@ bad input, and what a shard job records (stand-in generator, real sampler and wr
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import json
 import tarfile
@@ -260,12 +261,21 @@ def test_pool_digests_follow_the_pools_contents_not_their_place(tmp_path):
     moved = {"expression": {"mode": "pool", "pool": str(tmp_path / "b" / "flame.npy")},
              "pose": {"mode": "pool", "pool": str(tmp_path / "b" / "pose")}}
     assert pool_digests(cfg(**moved)) == first
-    # other bytes of the same size under the same name, a renamed image, other FLAME rows: new digests
+    # a file that is not a control image does not count
     (tmp_path / "b" / "pose" / "notes.txt").write_bytes(b"ignored: not an image")
     assert pool_digests(cfg(**moved)) == first
+    # other bytes of the same size under the same name, a renamed image, other FLAME rows: new digests
     (tmp_path / "b" / "pose" / "p0.png").write_bytes(b"y" * 10)
     assert pool_digests(cfg(**moved))["pose_pool_sha256"] != first["pose_pool_sha256"]
     (pool / "p0.png").rename(pool / "p1.png")
     assert pool_digests(cfg(**settings))["pose_pool_sha256"] != first["pose_pool_sha256"]
     np.save(flame, np.zeros((7, FLAME_DIM), np.float32))
     assert pool_digests(cfg(**settings))["expression_pool_sha256"] != first["expression_pool_sha256"]
+    # a pool gone since it was checked: one clear error, not a traceback
+    (pool / "p1.png").chmod(0)
+    try:
+        if not os.access(pool / "p1.png", os.R_OK):  # (root reads anything)
+            with pytest.raises(InputDataError, match="control pool: cannot read .*p1.png"):
+                pool_digests(cfg(**settings))
+    finally:
+        (pool / "p1.png").chmod(0o644)

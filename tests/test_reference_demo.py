@@ -91,8 +91,9 @@ def test_reference_mode_needs_an_image_bank(demo, cli, tmp_path):
 
 
 def test_resume_refuses_reference_images_changed_in_place(demo, tiny_models):
-    """The bank lists its images by name; the run record keeps a hash of their bytes, so an
-    image replaced at the same path is a different dataset, not a silent mix."""
+    """The bank lists its images by name; the run record keeps a hash of their names and
+    sizes, so an image replaced at the same path (another size) is a different dataset,
+    not a silent mix."""
     from PIL import Image
 
     root, bank, out, _ = demo
@@ -102,8 +103,9 @@ def test_resume_refuses_reference_images_changed_in_place(demo, tiny_models):
     image = root / "identities" / "p0" / "0.png"
     kept = image.read_bytes()
     Image.new("RGB", Image.open(image).size, (200, 30, 30)).save(image)
+    assert len(image.read_bytes()) != len(kept)
     try:
-        with pytest.raises(RunStateError, match=r"different reference images \(the bank's image folder\) content"):
+        with pytest.raises(RunStateError, match=r"different reference images \(the bank's image folder: names and sizes\)"):
             generate(cfg, str(out))
     finally:
         image.write_bytes(kept)

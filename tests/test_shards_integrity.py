@@ -208,6 +208,9 @@ def test_a_control_pool_changed_in_place_is_refused_and_old_records_still_resume
     assert check_or_start_run(out, run_record(cfg, str(bank), 4, inputs=pools), restart=False) is True
     with pytest.raises(RunStateError, match=r"different pose pool \(generation.pose.pool\) content and 1 committed shard"):
         check_or_start_run(out, run_record(cfg, str(bank), 4, inputs={"pose_pool_sha256": "b" * 64}), restart=False)
+    # a later version hashing another input still resumes this run (the old record lacks it)
+    more = {**pools, "identity_images_sha256": "c" * 64}
+    assert check_or_start_run(out, run_record(cfg, str(bank), 4, inputs=more), restart=False) is True
     # a run record written before the pools were hashed has no "inputs": it resumes as before
     record = json.loads((tmp_path / "ds" / "synthface-run.json").read_text())
     del record["inputs"]

@@ -202,11 +202,14 @@ def pool_digests(cfg: GenerationConfig) -> dict[str, str]:
     each image's name and bytes: it reads the whole pool once, in the driver only.
     """
     out: dict[str, str] = {}
-    if cfg.expression.mode == "pool" and cfg.expression.pool:
-        out["expression_pool_sha256"] = sha256_file(cfg.expression.pool)
-    if cfg.pose.mode == "pool" and cfg.pose.pool:
-        folder = Path(cfg.pose.pool)
-        out["pose_pool_sha256"] = files_sha256(folder, pose_files(folder))
+    try:
+        if cfg.expression.mode == "pool" and cfg.expression.pool:
+            out["expression_pool_sha256"] = sha256_file(cfg.expression.pool)
+        if cfg.pose.mode == "pool" and cfg.pose.pool:
+            folder = Path(cfg.pose.pool)
+            out["pose_pool_sha256"] = files_sha256(folder, pose_files(folder))
+    except OSError as exc:  # removed or unreadable since the sampler checked it
+        raise InputDataError(f"control pool: cannot read {exc.filename or exc} ({exc.strerror or exc})") from None
     return out
 
 

@@ -315,14 +315,17 @@ class ReferenceImages:
         return self.root / self.images[identity_id][k]
 
     def digest(self, num_ids: int | None = None) -> str:
-        """sha256 over the name and bytes of every image listed for the first ``num_ids``
-        identities (all by default); a missing file is a clear error."""
+        """sha256 over the name and size of every image listed for the first ``num_ids``
+        identities (all by default). Sizes, not bytes: an image bank can list millions of
+        files, and the driver computes this at every start; a replaced image almost always
+        changes size. A missing or unreadable file is a clear error."""
         names = [name for names in self.images[:num_ids] for name in names]
         try:
-            return files_sha256(self.root, names)
-        except FileNotFoundError as exc:
+            return files_sha256(self.root, names, contents=False)
+        except OSError as exc:
             raise InputDataError(
-                f"generation.reference: {exc.filename or exc} is listed in the bank but not in {self.root}"
+                f"generation.reference: {exc.filename or exc}, listed in the bank, cannot be read from {self.root} "
+                f"({exc.strerror or exc})"
             ) from None
 
 
