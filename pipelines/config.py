@@ -50,6 +50,7 @@ EXECUTION_ONLY_KEYS = (
     "log_every_s",
     "job_timeout_s",
     "overlap",
+    "resume_check",
 )
 
 
@@ -156,6 +157,14 @@ class RunConfig(StrictModel):
             "Seconds a shard job may run before it counts as hung: its worker is replaced and the job "
             "retried elsewhere. None derives it from the jobs measured so far (5x the slowest, at least "
             "300 s; no limit until the first job finishes)."
+        ),
+    )
+    resume_check: Literal["sha256", "size"] = Field(
+        "sha256",
+        description=(
+            "How a rerun checks the committed shards it keeps: sha256 reads every tar and parquet "
+            "(on S3, the whole dataset is downloaded at each rerun); size compares a listing's sizes "
+            "only (a truncated or missing file is still caught; `synthface verify` checks the sha256)."
         ),
     )
     # Off by default until a GPU run shows it helps (issue 17): on a CPU-only

@@ -172,7 +172,7 @@ def _generate_locked(
 
     jobs = plan_jobs(groups, cfg.run.ids_per_shard)
     remove_interrupted_writes(output)
-    committed = resumable_shards(output, record["config_hash"], len(jobs))
+    committed = resumable_shards(output, record["config_hash"], len(jobs), checksums=cfg.run.resume_check == "sha256")
     todo = [j for j in jobs if j.index not in committed]
     log.info(
         "%s %s: %d identities, %d shards (%d already committed, %d to do), images per identity: %s",
@@ -264,12 +264,13 @@ def _generate_locked(
     return result
 
 
-def resumable_shards(output: Output, config_hash: str, num_jobs: int) -> dict[int, dict[str, Any]]:
+def resumable_shards(output: Output, config_hash: str, num_jobs: int, checksums: bool = True) -> dict[int, dict[str, Any]]:
     """The committed shards a resume keeps. A shard whose files do not match its stats
-    (truncated, missing, damaged) or that another config made loses its commit marker
+    (truncated, missing, damaged; with ``checksums`` False only sizes are compared, from one
+    listing, and no shard is read) or that another config made loses its commit marker
     here, is redone, and the log says which and why."""
     rejected: dict[int, str] = {}
-    committed = committed_shards(output, config_hash, rejected=rejected)
+    committed = committed_shards(output, config_hash, checksums=checksums, rejected=rejected)
     for index, reason in sorted(rejected.items()):
         log.warning("%s is not committed (%s): redoing it", shard_name(index), reason)
         output.remove(f"{shard_name(index)}.json")

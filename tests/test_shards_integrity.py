@@ -216,3 +216,25 @@ def test_a_control_pool_changed_in_place_is_refused_and_old_records_still_resume
     del record["inputs"]
     (tmp_path / "ds" / "synthface-run.json").write_text(json.dumps(record))
     assert check_or_start_run(out, run_record(cfg, str(bank), 4, inputs=pools), restart=False) is True
+
+
+def test_resume_by_size_only_skips_reading_the_shards_but_still_catches_truncation(tmp_path, monkeypatch):
+    """run.resume_check: size lists the shards instead of downloading them (a 1M-identity
+    dataset on S3 is hundreds of GB); a same-size change then goes unseen, a truncation not."""
+    from pipelines.config import EXECUTION_ONLY_KEYS, FactoryConfig
+    from pipelines.generate import resumable_shards
+
+    out = make_dataset(tmp_path, shards=3)
+    (tmp_path / "shard-000001.tar").write_bytes(b"")
+    damaged = bytearray((tmp_path / "shard-000002.tar").read_bytes())
+    damaged[600] ^= 0xFF
+    (tmp_path / "shard-000002.tar").write_bytes(bytes(damaged))
+    reads = []
+    real = Output.read_bytes
+    monkeypatch.setattr(Output, "read_bytes", lambda self, name: reads.append(name) or real(self, name))
+    assert sorted(resumable_shards(out, "abc", 3, checksums=False)) == [0, 2]
+    assert not [name for name in reads if name.endswith((".tar", ".parquet"))]
+    assert sorted(resumable_shards(out, "abc", 3)) == [0]  # the default reads and hashes them
+    assert FactoryConfig().run.resume_check == "sha256" and "resume_check" in EXECUTION_ONLY_KEYS
+    with pytest.raises(ValueError, match="resume_check"):
+        FactoryConfig.model_validate({"run": {"resume_check": "md5"}})
