@@ -9,7 +9,7 @@ from eval.config import VerifyConfig
 from eval.embedders import load_embedder
 from eval.report import build_report, write_report
 from eval.verification import load_bin, verify
-from synthface.errors import InputDataError
+from synthface.errors import InputDataError, OutputError
 
 # The usual insightface set first, in this order; anything else after, sorted.
 STANDARD_ORDER = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp")
@@ -53,6 +53,6 @@ def run_benchmark(model: str, bins_dir: str | Path, out_dir: str | Path, cfg: Ve
     try:
         json_path, md_path = write_report(report, out_dir)
     except OSError as exc:
-        raise InputDataError(f"--out {out_dir}: cannot write the report ({exc.strerror or exc})") from None
+        raise OutputError(f"--out {out_dir}: cannot write the report ({exc.strerror or exc})") from None
     echo(f"report: {md_path} and {json_path}")
     return report

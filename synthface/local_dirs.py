@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthface.errors import InputDataError
+from synthface.errors import OutputError
 
 
 def ensure_dir(path: str | Path, what: str) -> Path:
-    """``mkdir -p path``; InputDataError naming ``what`` (e.g. "--out run1") when it cannot be made."""
+    """``mkdir -p path``; OutputError naming ``what`` (e.g. "--out run1") when it cannot be made."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise InputDataError(f"{what}: {path} exists and is not a folder") from None
+        raise OutputError(f"{what}: {path} exists and is not a folder") from None
     except OSError as exc:  # a file where a parent folder should be, no permission, disk full
-        raise InputDataError(f"{what}: cannot create the folder {path} ({exc.strerror or exc})") from None
+        raise OutputError(f"{what}: cannot create the folder {path} ({exc.strerror or exc})") from None
     return path

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthface.errors import InputDataError
+from synthface.errors import InputDataError, OutputError
 
 
 # ---------------------------------------------------------------- faces.gallery
@@ -56,11 +56,11 @@ def test_write_gallery_writes_npy_and_csv_without_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.csv", "g.npy"]
 
 
-def test_write_gallery_into_a_file_is_one_input_error(tmp_path):
+def test_write_gallery_into_a_file_is_one_output_error(tmp_path):
     from synthface.faces.gallery import write_gallery
 
     (tmp_path / "a-file").write_text("x")
-    with pytest.raises(InputDataError, match="cannot write"):
+    with pytest.raises(OutputError, match="cannot write"):
         write_gallery(tmp_path / "a-file" / "g.npy", np.zeros((1, 4), np.float32), [])
 
 

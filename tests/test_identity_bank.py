@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from synthface.errors import ConfigError, InputDataError
+from synthface.errors import ConfigError, InputDataError, OutputError
 from pipelines.config import load_factory_config
 from synthface.identity.bank import read_bank, sample_bank, write_bank
 from synthface.identity.config import IdentityConfig
@@ -136,7 +136,7 @@ def test_unwritable_histogram_path_is_a_clear_error(tmp_path):
 
     bank = sample_bank(IdentityConfig(num_identities=20, sampler="uniform"), 0)[0]
     (tmp_path / "a-file").write_text("x")
-    with pytest.raises(InputDataError, match="cannot write the histogram"):
+    with pytest.raises(OutputError, match="cannot write the histogram"):
         plot_histograms(bank, tmp_path / "a-file" / "hist.png")
     assert plot_histograms(bank, tmp_path / "sub" / "hist.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -156,3 +156,20 @@ def test_streaming_readers_match_the_full_reader(tmp_path):
     assert summary.embeddings is None and "embedding" not in summary.table.column_names  # never read
     assert bank_stats(summary) == bank_stats(full)
     assert summary.metadata["code"]["family"] == "gold"
+
+
+def test_a_bank_that_cannot_be_written_is_an_output_error_naming_it(tmp_path):
+    """Every write failure is an OutputError (the output is at fault, not an input): the
+    folder in the way of a bank, and the bank file itself."""
+    from synthface.identity.bank import write_bank
+    from synthface.local_dirs import ensure_dir
+
+    bank = sample_bank(IdentityConfig(num_identities=20, sampler="uniform"), 0)[0]
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(OutputError, match=r"identity bank .*a-file/bank.parquet: .*a-file exists and is not a folder"):
+        write_bank(bank, tmp_path / "a-file" / "bank.parquet")
+    with pytest.raises(OutputError, match="--out run: cannot create the folder"):
+        ensure_dir(tmp_path / "a-file" / "deeper" / "run", "--out run")
+    (tmp_path / "bank.parquet").mkdir()  # a folder where the file should go
+    with pytest.raises(OutputError, match="cannot write identity bank"):
+        write_bank(bank, tmp_path / "bank.parquet")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthface.errors import InputDataError
+from synthface.errors import InputDataError, OutputError
 from synthface.faces.embed_files import EmbeddedFile, Progress, embed_files
 from synthface.files import atomic_path
 
@@ -75,7 +75,7 @@ def write_gallery(out: Path, gallery: np.ndarray, rows: list[dict]) -> Path:
             writer.writeheader()
             writer.writerows(rows)
     except OSError as exc:  # disk full, no permission, a folder in the way
-        raise InputDataError(f"cannot write {out} / {report_path.name}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {out} / {report_path.name}: {exc.strerror or exc}") from None
     return report_path
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from synthface.errors import InputDataError
+from synthface.errors import InputDataError, OutputError
 from synthface.files import atomic_path
 from synthface.identity.config import EMBEDDING_DIM, IdentityConfig
 from synthface.version import synthface_version
@@ -279,7 +279,7 @@ def write_bank(bank: IdentityBank, path: str | Path) -> Path:
         with atomic_path(path) as tmp:
             pq.write_table(bank.table, tmp, compression="zstd", row_group_size=65_536)
     except OSError as exc:
-        raise InputDataError(f"cannot write identity bank {path}: {exc}") from None
+        raise OutputError(f"cannot write identity bank {path}: {exc}") from None
     return path
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthface.errors import InputDataError
+from synthface.errors import OutputError
 from synthface.identity.bank import IdentityBank
 
 
@@ -116,7 +116,7 @@ def plot_histograms(bank: IdentityBank, path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
     except OSError as exc:
-        raise InputDataError(f"cannot write the histogram {path}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write the histogram {path}: {exc.strerror or exc}") from None
     finally:
         plt.close(fig)
     return path
