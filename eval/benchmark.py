@@ -33,7 +33,7 @@ def run_benchmark(model: str, bins_dir: str | Path, out_dir: str | Path, cfg: Ve
     try:  # before scoring (minutes on a CPU), not after
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputDataError(f"--out {out_dir}: cannot create the report folder ({exc.strerror or exc})") from None
+        raise OutputError(f"--out {out_dir}: cannot create the report folder ({exc.strerror or exc})") from None
     echo(f"scoring {embed.description} on {len(bins)} file(s) in {bins_dir}")
     results = []
     for path in bins:

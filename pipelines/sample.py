@@ -19,7 +19,7 @@ import numpy as np
 
 from pipelines.shard_job import Stages, candidate_inputs
 from pipelines.stages import make_jitter, make_reference
-from synthface.errors import InputDataError
+from synthface.errors import InputDataError, OutputError
 from pipelines.config import FactoryConfig
 from synthface.files import write_text_atomic
 from synthface.seeds import image_seed
@@ -112,7 +112,7 @@ def sample(
     try:  # before the slow model load, so a bad --out fails at once
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputDataError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
+        raise OutputError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
     reference = make_reference(cfg, bank=bank)
     # every batch's inputs before the model load: a missing reference image fails at once
     stages = Stages(generator=None, analyzer=None, id_filter=None, jitter=jitter_fn, reference=reference)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from eval.verification import evaluate_embeddings, load_bin, pair_embeddings
-from synthface.errors import InputDataError, UnsafePickleError
+from synthface.errors import InputDataError, OutputError, UnsafePickleError
 
 
 def _unit_pairs(distances):
@@ -189,7 +189,7 @@ def test_benchmark_refuses_an_unwritable_out_before_scoring(tmp_path, monkeypatc
             return np.ones((len(batch), 4))
 
     monkeypatch.setattr("eval.benchmark.load_embedder", lambda model, onnx_input: Embed())
-    with pytest.raises(InputDataError, match="cannot create the report folder"):
+    with pytest.raises(OutputError, match="cannot create the report folder"):
         run_benchmark("m.onnx", tmp_path / "bins", tmp_path / "a_file" / "report", VerifyConfig(), echo=lambda s: None)
     assert scored == []  # refused before any image was embedded
 

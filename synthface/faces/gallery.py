@@ -44,7 +44,7 @@ def prepare_out(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputDataError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
+        raise OutputError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
     return out.with_suffix(".csv")
 
 
