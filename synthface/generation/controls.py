@@ -17,7 +17,6 @@ checked when the sampler is built, so a bad pool fails before any image is made.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -109,7 +108,6 @@ class PosePool:
         self.folder = Path(folder)
         self.files = pose_files(self.folder)
         self.height, self.width = height, width
-        digest = hashlib.sha256()
         for name in self.files:  # headers only: cheap even for a large pool
             path = self.folder / name
             try:
@@ -126,8 +124,7 @@ class PosePool:
                     f"generation.pose.pool: {path} is {size[0]}x{size[1]}; control images must match "
                     f"generation.width x height = {width}x{height}"
                 )
-            digest.update(f"{name}\0{path.stat().st_size}\0".encode())
-        self.listing_sha256 = digest.hexdigest()
+        self.listing_sha256 = files_sha256(self.folder, self.files, contents=False)  # names and sizes
         self.load = lru_cache(maxsize=256)(self._load)
 
     def _load(self, name: str) -> np.ndarray:
